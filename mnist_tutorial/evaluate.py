@@ -1,0 +1,134 @@
+"""Evaluation: predictions over a split and the metrics that explain them (chapter 4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
+from torch import nn
+
+from .data import DeviceLoader, Split
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-image results over a split: softmax probabilities (N, 10), predicted and true labels (N,)."""
+
+    probabilities: np.ndarray
+    predicted: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """Return the probability of the predicted class for each image."""
+        return self.probabilities.max(axis=1)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Return a boolean mask of the right predictions."""
+        return self.predicted == self.labels
+
+
+@torch.no_grad()
+def predict_split(
+    model: nn.Module,
+    split: Split,
+    normalization: tuple[float, float],
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = 1000,
+) -> Predictions:
+    """Return the model's probabilities and predictions for every image of a split, in eval mode (chapter 4)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval().to(device)
+    loader = DeviceLoader(split, batch_size=batch_size, normalization=normalization, device=device)
+    probabilities = torch.cat([model(images).float().softmax(1).cpu() for images, _ in loader]).numpy()
+    return Predictions(probabilities, probabilities.argmax(1), split.labels.numpy())
+
+
+def accuracy(predictions: Predictions) -> float:
+    """Return the share of right predictions."""
+    return float(predictions.correct.mean())
+
+
+def confusion(predictions: Predictions) -> np.ndarray:
+    """Return the 10x10 confusion matrix: rows are true digits, columns predicted digits."""
+    return confusion_matrix(predictions.labels, predictions.predicted, labels=list(range(10)))
+
+
+def per_class_accuracy(predictions: Predictions) -> np.ndarray:
+    """Return the accuracy for each true digit 0-9 (the recall of each class)."""
+    matrix = confusion(predictions)
+    return matrix.diagonal() / matrix.sum(axis=1).clip(min=1)
+
+
+def top_confusions(predictions: Predictions, count: int = 5) -> list[tuple[int, int, int]]:
+    """Return the ``count`` most frequent (true, predicted, times) mistakes, most frequent first."""
+    matrix = confusion(predictions)
+    np.fill_diagonal(matrix, 0)
+    order = np.argsort(matrix, axis=None, kind="stable")[::-1][:count]
+    pairs = [(int(i // 10), int(i % 10), int(matrix.flat[i])) for i in order]
+    return [pair for pair in pairs if pair[2] > 0]
+
+
+def most_confident_mistakes(predictions: Predictions, count: int = 16) -> np.ndarray:
+    """Return the indices of wrong predictions, the most confident first."""
+    wrong = np.flatnonzero(~predictions.correct)
+    return wrong[np.argsort(-predictions.confidence[wrong], kind="stable")][:count]
+
+
+def reliability(predictions: Predictions, bins: int = 15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return per-bin mean confidence, accuracy and image count, for a reliability diagram."""
+    confidence = predictions.confidence
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    mean_confidence = np.bincount(which, weights=confidence, minlength=bins) / counts.clip(min=1)
+    mean_accuracy = np.bincount(which, weights=predictions.correct.astype(float), minlength=bins) / counts.clip(min=1)
+    return mean_confidence, mean_accuracy, counts
+
+
+def expected_calibration_error(predictions: Predictions, bins: int = 15) -> float:
+    """Return the ECE: the gap between confidence and accuracy, averaged over confidence bins by their size."""
+    mean_confidence, mean_accuracy, counts = reliability(predictions, bins)
+    return float((counts / counts.sum() * np.abs(mean_accuracy - mean_confidence)).sum())
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The headline numbers of an evaluation."""
+
+    accuracy: float
+    precision_macro: float
+    recall_macro: float
+    f1_macro: float
+    precision_weighted: float
+    recall_weighted: float
+    f1_weighted: float
+    expected_calibration_error: float
+    errors: int
+    count: int
+
+
+def metrics(predictions: Predictions) -> Metrics:
+    """Return accuracy, macro and weighted precision/recall/F1, calibration error and counts."""
+    macro = precision_recall_fscore_support(predictions.labels, predictions.predicted, average="macro",
+                                            zero_division=0)
+    weighted = precision_recall_fscore_support(predictions.labels, predictions.predicted, average="weighted",
+                                               zero_division=0)
+    return Metrics(
+        accuracy=accuracy(predictions),
+        precision_macro=float(macro[0]), recall_macro=float(macro[1]), f1_macro=float(macro[2]),
+        precision_weighted=float(weighted[0]), recall_weighted=float(weighted[1]), f1_weighted=float(weighted[2]),
+        expected_calibration_error=expected_calibration_error(predictions),
+        errors=int((~predictions.correct).sum()),
+        count=len(predictions.labels),
+    )
+
+
+def report(predictions: Predictions) -> str:
+    """Return scikit-learn's per-digit classification report as text."""
+    return classification_report(predictions.labels, predictions.predicted, labels=list(range(10)),
+                                 target_names=[str(d) for d in range(10)], digits=4, zero_division=0)

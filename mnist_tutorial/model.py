@@ -1,0 +1,164 @@
+"""The architectures of the book, one registry, and tools to inspect them (chapter 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+ModelBuilder = Callable[..., nn.Module]
+MODELS: dict[str, ModelBuilder] = {}
+DEFAULT_MODEL = "cnn"
+
+
+def register(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Return a decorator that adds a model builder to the registry under ``name``."""
+
+    def add(builder: ModelBuilder) -> ModelBuilder:
+        MODELS[name] = builder
+        return builder
+
+    return add
+
+
+def available_models() -> list[str]:
+    """Return the registered architecture names."""
+    return sorted(MODELS)
+
+
+def build_model(name: str = DEFAULT_MODEL, **kwargs: Any) -> nn.Module:
+    """Return a freshly initialised model of a registered architecture; it remembers its name and arguments."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(available_models())}")
+    model = MODELS[name](**kwargs)
+    model.architecture = {"name": name, "kwargs": dict(kwargs)}
+    return model
+
+
+@register("mlp")
+def mlp(hidden: tuple[int, int] = (256, 128), dropout: float = 0.0) -> nn.Module:
+    """Return a 784-256-128-10 perceptron (chapter 2's baseline)."""
+    first, second = hidden
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(28 * 28, first), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(first, second), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(second, 10),
+    )
+
+
+@register("lenet5")
+def lenet5() -> nn.Module:
+    """Return LeCun et al.'s 1998 LeNet-5: tanh, average pooling, 6-16-120-84-10 (chapter 2)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.Tanh(),
+        nn.Linear(120, 84), nn.Tanh(),
+        nn.Linear(84, 10),
+    )
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Return a 3x3 convolution (no bias: BatchNorm follows), BatchNorm and ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+@register("cnn")
+def cnn(widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.25) -> nn.Module:
+    """Return the default small CNN: three conv blocks with pooling, global average pooling, a linear head (chapter 2)."""
+    first, second, third = widths
+    return nn.Sequential(
+        conv_block(1, first), nn.MaxPool2d(2),          # 28 -> 14
+        conv_block(first, second), nn.MaxPool2d(2),     # 14 -> 7
+        conv_block(second, third),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(third, 10),
+    )
+
+
+@register("cnn_large")
+def cnn_large(dropout: float = 0.25) -> nn.Module:
+    """Return the four-conv, BatchNorm and dropout CNN of about 870k parameters (chapter 2)."""
+    return nn.Sequential(
+        conv_block(1, 32), conv_block(32, 32), nn.MaxPool2d(2), nn.Dropout(dropout),
+        conv_block(32, 64), conv_block(64, 64), nn.MaxPool2d(2), nn.Dropout(dropout),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 256, bias=False), nn.BatchNorm1d(256), nn.ReLU(inplace=True), nn.Dropout(2 * dropout),
+        nn.Linear(256, 10),
+    )
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Return the number of (trainable) parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    """One leaf layer: its name, type, output shape, parameters and multiply-adds for one image."""
+
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    parameters: int
+    multiply_adds: int
+
+
+def _multiply_adds(module: nn.Module, output: torch.Tensor) -> int:
+    if isinstance(module, nn.Conv2d):
+        kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        return output[0].numel() * kernel
+    if isinstance(module, nn.Linear):
+        return module.in_features * module.out_features
+    return 0
+
+
+def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> list[LayerSummary]:
+    """Return a per-layer summary, found by running one zero batch through the model in eval mode."""
+    rows: list[LayerSummary] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if list(module.children()):
+            continue
+
+        def record(module: nn.Module, inputs: Any, output: torch.Tensor, name: str = name) -> None:
+            rows.append(LayerSummary(
+                name=name,
+                kind=type(module).__name__,
+                output_shape=tuple(output.shape[1:]),
+                parameters=sum(p.numel() for p in module.parameters()),
+                multiply_adds=_multiply_adds(module, output),
+            ))
+
+        hooks.append(module.register_forward_hook(record))
+    was_training = model.training
+    try:
+        model.eval()
+        parameter = next(model.parameters())
+        with torch.no_grad():
+            model(torch.zeros(input_shape, device=parameter.device))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return rows
+
+
+def format_summary(rows: list[LayerSummary]) -> str:
+    """Return the summary as an aligned text table with totals."""
+    lines = [f"{'layer':<8} {'type':<18} {'output shape':<16} {'parameters':>11} {'mult-adds':>11}"]
+    for row in rows:
+        shape = "x".join(map(str, row.output_shape))
+        lines.append(f"{row.name:<8} {row.kind:<18} {shape:<16} {row.parameters:>11,} {row.multiply_adds:>11,}")
+    lines.append(f"{'total':<44} {sum(r.parameters for r in rows):>11,} {sum(r.multiply_adds for r in rows):>11,}")
+    return "\n".join(lines)

@@ -1,0 +1,424 @@
+"""Training: the configuration, the loop, its history, and checkpoints (chapter 3)."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import os
+import pickle
+import platform
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torchvision
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import DeviceLoader, MnistData
+from .model import build_model
+
+Optimizer = Literal["adamw", "adam", "sgd"]
+Schedule = Literal["onecycle", "step", "none"]
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+CHECKPOINT_FORMAT = "mnist_tutorial.checkpoint/1"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run except the architecture and the data."""
+
+    epochs: int = field(default=12, metadata={"help": "passes over the training split"})
+    batch_size: int = field(default=128, metadata={"help": "images per optimisation step"})
+    lr: float = field(default=0.01, metadata={"help": "peak learning rate"})
+    optimizer: Optimizer = field(default="adamw", metadata={"help": "adamw, adam or sgd (momentum 0.9, Nesterov)"})
+    schedule: Schedule = field(default="onecycle", metadata={"help": "onecycle, step (x0.7 each epoch) or none"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "decoupled weight decay on weights (not biases or norms)"})
+    label_smoothing: float = field(default=0.1, metadata={"help": "share of the target spread over all classes"})
+    augment: bool = field(default=True, metadata={"help": "random small rotation, shift and scale of training images"})
+    seed: int = field(default=0, metadata={"help": "seed for initialisation, shuffling, augmentation and dropout"})
+    device: DeviceName = field(default="auto", metadata={"help": "auto picks cuda, then mps, then cpu"})
+    mixed_precision: bool = field(default=True, metadata={"help": "bf16 autocast (on CUDA only)"})
+    channels_last: bool = field(default=True, metadata={"help": "channels-last memory layout (CUDA and CPU; faster convolutions)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model (slow start, faster steps)"})
+    patience: int | None = field(default=None, metadata={"help": "stop after this many epochs without a better validation loss"})
+    target_accuracy: float | None = field(default=None, metadata={"help": "stop once validation accuracy reaches this (0-1)"})
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:
+            problems.append(f"batch_size must be at least 2 (BatchNorm needs two images), got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be a positive number, got {self.lr}")
+        if self.optimizer not in ("adamw", "adam", "sgd"):
+            problems.append(f"optimizer must be adamw, adam or sgd, got {self.optimizer!r}")
+        if self.schedule not in ("onecycle", "step", "none"):
+            problems.append(f"schedule must be onecycle, step or none, got {self.schedule!r}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be 0 or more, got {self.weight_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            problems.append(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+        if self.patience is not None and self.patience < 1:
+            problems.append(f"patience must be at least 1, got {self.patience}")
+        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
+            problems.append(f"target_accuracy is a fraction in (0, 1], got {self.target_accuracy}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """Return the requested device, or for 'auto' the best available: cuda, then mps, then cpu (chapter 3)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for but Apple's MPS is not available; use --device auto or cpu")
+    return torch.device(name)
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did: losses and accuracies (fractions), learning rate, mean gradient norm, seconds."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    grad_norm: float
+    seconds: float
+
+
+@dataclass
+class History:
+    """The per-epoch record of a run, and where it ran."""
+
+    epochs: list[EpochRecord] = field(default_factory=list)
+    device: str = ""
+    stopped_because: str = ""
+
+    def column(self, name: str) -> list[float]:
+        """Return one field over all epochs, e.g. ``history.column('val_accuracy')``."""
+        return [getattr(record, name) for record in self.epochs]
+
+    @property
+    def best_epoch(self) -> EpochRecord:
+        """Return the record of the epoch with the lowest validation loss."""
+        return min(self.epochs, key=lambda record: record.val_loss)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the history as plain data (JSON- and checkpoint-safe)."""
+        return {"epochs": [asdict(record) for record in self.epochs],
+                "device": self.device, "stopped_because": self.stopped_because}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> History:
+        """Return the history that ``to_dict`` wrote."""
+        return cls([EpochRecord(**record) for record in data["epochs"]],
+                   data.get("device", ""), data.get("stopped_because", ""))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Return the path after writing the history as JSON."""
+        return _write_atomically(Path(path), json.dumps(self.to_dict(), indent=2).encode())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> History:
+        """Return the history saved as JSON at ``path``."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def format_epoch(record: EpochRecord, total_epochs: int) -> str:
+    """Return the one-line summary printed after each epoch."""
+    return (f"epoch {record.epoch:>2}/{total_epochs}  train loss {record.train_loss:.4f} "
+            f"acc {record.train_accuracy:.2%}  val loss {record.val_loss:.4f} acc {record.val_accuracy:.2%}  "
+            f"lr {record.lr:.2e}  grad {record.grad_norm:.2f}  {record.seconds:.1f} s")
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Return the configured optimiser; weight decay applies to weights only, not to biases or norms."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
+    if config.optimizer == "adam":
+        # Adam adds the decay to the gradient (L2), unlike AdamW's decoupled decay.
+        return torch.optim.Adam(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Return a scheduler that is stepped once per batch."""
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+            pct_start=0.2, anneal_strategy="linear", div_factor=10.0, final_div_factor=100.0,
+        )
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=steps_per_epoch, gamma=0.7)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+@torch.no_grad()
+def loss_and_accuracy(
+    model: nn.Module, loader: DeviceLoader, criterion: nn.Module, autocast: Any = nullcontext
+) -> tuple[float, float]:
+    """Return the mean loss and the accuracy (a fraction) of the model over a loader, in eval mode."""
+    model.eval()
+    total_loss = torch.zeros((), device=loader.device)
+    correct = torch.zeros((), device=loader.device, dtype=torch.long)
+    count = 0
+    for images, labels in loader:
+        with autocast():
+            logits = model(images)
+        total_loss += criterion(logits.float(), labels) * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+        count += len(labels)
+    return total_loss.item() / count, correct.item() / count
+
+
+def fit(
+    model: nn.Module,
+    data: MnistData,
+    config: TrainConfig | None = None,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+    on_epoch_end: Callable[[nn.Module, EpochRecord], None] | None = None,
+    resume: Checkpoint | None = None,
+) -> History:
+    """Return the history after training ``model`` in place; the best weights by validation loss are restored (chapter 3)."""
+    config = config or TrainConfig()
+    device = select_device(config.device)
+    on_cuda = device.type == "cuda"
+    channels_last = config.channels_last and device.type in ("cuda", "cpu")
+    torch.manual_seed(config.seed)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    train_loader = DeviceLoader(data.train, batch_size=config.batch_size, normalization=data.normalization,
+                                device=device, shuffle=True, augment=config.augment, drop_last=True,
+                                seed=config.seed)
+    validation_loader = DeviceLoader(data.validation, batch_size=1000, normalization=data.normalization,
+                                     device=device)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, len(train_loader))
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    step_model = torch.compile(model) if config.compile else model
+
+    def autocast() -> Any:
+        if on_cuda and config.mixed_precision:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    history = History(device=str(device))
+    if resume is not None:
+        history = copy.deepcopy(resume.history) or history
+        if resume.optimizer_state is None or resume.scheduler_state is None:
+            raise ValueError("this checkpoint holds no optimiser state, so training cannot resume from it")
+        optimizer.load_state_dict(resume.optimizer_state)
+        scheduler.load_state_dict(resume.scheduler_state)
+        train_loader.generator.manual_seed(config.seed + len(history.epochs))
+    if log:
+        log(f"training {getattr(model, 'architecture', {}).get('name', type(model).__name__)} on {device} "
+            f"({len(data.train):,} images, {len(train_loader)} steps of {config.batch_size} per epoch)")
+
+    best_loss = min(history.column("val_loss"), default=math.inf)
+    best_state = copy.deepcopy(model.state_dict())
+    epochs_without_improvement = 0
+    for epoch in range(len(history.epochs), config.epochs):
+        started = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        grad_norm_sum = torch.zeros((), device=device)
+        seen = 0
+        batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                       disable=not progress, unit="batch")
+        for images, labels in batches:
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                logits = step_model(images)
+                loss = criterion(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # An infinite max_norm measures the gradient norm without clipping it.
+            grad_norm_sum += nn.utils.clip_grad_norm_(model.parameters(), math.inf)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
+            seen += len(labels)
+        val_loss, val_accuracy = loss_and_accuracy(step_model, validation_loader, criterion, autocast)
+        record = EpochRecord(
+            epoch=epoch + 1,
+            train_loss=loss_sum.item() / seen,
+            train_accuracy=correct.item() / seen,
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            lr=optimizer.param_groups[0]["lr"],
+            grad_norm=grad_norm_sum.item() / len(train_loader),
+            seconds=time.perf_counter() - started,
+        )
+        history.epochs.append(record)
+        if log:
+            log(format_epoch(record, config.epochs))
+        if on_epoch_end is not None:
+            on_epoch_end(model, record)
+        if val_loss < best_loss:
+            best_loss, epochs_without_improvement = val_loss, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            epochs_without_improvement += 1
+        if config.target_accuracy is not None and val_accuracy >= config.target_accuracy:
+            history.stopped_because = f"validation accuracy reached {config.target_accuracy:.2%}"
+            break
+        if config.patience is not None and epochs_without_improvement >= config.patience:
+            history.stopped_because = f"no better validation loss for {config.patience} epochs"
+            break
+    else:
+        history.stopped_because = "all epochs done"
+    if history.epochs and history.epochs[-1].val_loss > best_loss:
+        model.load_state_dict(best_state)
+        if log:
+            log(f"restored the weights of epoch {history.best_epoch.epoch} (lowest validation loss)")
+    model.train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    if log:
+        log(f"stopped: {history.stopped_because}")
+    return history
+
+
+class CheckpointError(ValueError):
+    """Raised when a file is missing, damaged, not a checkpoint, or does not fit its architecture."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the rebuilt model and everything saved beside its weights."""
+
+    model: nn.Module
+    architecture: dict[str, Any]
+    normalization: tuple[float, float]
+    config: TrainConfig | None
+    history: History | None
+    metrics: dict[str, Any]
+    versions: dict[str, str]
+    optimizer_state: dict[str, Any] | None = None
+    scheduler_state: dict[str, Any] | None = None
+
+
+def library_versions() -> dict[str, str]:
+    """Return the versions of Python, PyTorch and torchvision in use."""
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+def _write_atomically(path: Path, payload: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    *,
+    normalization: tuple[float, float],
+    config: TrainConfig | None = None,
+    history: History | None = None,
+    metrics: dict[str, Any] | None = None,
+    include_training_state: bool = True,
+) -> Path:
+    """Return the path after atomically writing weights, architecture, normalisation, config, history, metrics, versions."""
+    architecture = getattr(model, "architecture", None)
+    if architecture is None:
+        raise ValueError("the model has no architecture record; build it with mnist_tutorial.build_model")
+    train_state = getattr(model, "train_state", None) if include_training_state else None
+    state_dict = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "architecture": architecture,
+        "state_dict": state_dict,
+        "normalization": list(normalization),
+        "config": asdict(config) if config is not None else None,
+        "history": history.to_dict() if history is not None else None,
+        "metrics": metrics or {},
+        "versions": library_versions(),
+        "optimizer": train_state["optimizer"] if train_state else None,
+        "scheduler": train_state["scheduler"] if train_state else None,
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return _write_atomically(Path(path), buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> Checkpoint:
+    """Return the checkpoint at ``path`` with its model rebuilt on ``device`` in eval mode (chapter 3)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; train one with `python -m mnist_tutorial train --out {path}`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is truncated, corrupt or not a PyTorch file ({reason[:120]}); "
+                              "re-save or re-train it") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a PyTorch file but not an mnist_tutorial checkpoint "
+                              "(no 'format' entry); save one with mnist_tutorial.save_checkpoint")
+    architecture = payload["architecture"]
+    try:
+        model = build_model(architecture["name"], **architecture["kwargs"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: cannot rebuild architecture {architecture!r}: {error}") from None
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        first = [line.strip() for line in str(error).splitlines() if line.strip()][1:2] or [str(error)[:120]]
+        raise CheckpointError(f"{path}: the weights do not fit architecture {architecture['name']!r} "
+                              f"({first[0][:160]})") from None
+    model.to(device).eval()
+    config_data = payload.get("config")
+    history_data = payload.get("history")
+    mean, std = payload["normalization"]
+    return Checkpoint(
+        model=model,
+        architecture=architecture,
+        normalization=(float(mean), float(std)),
+        config=TrainConfig(**{f.name: config_data[f.name] for f in fields(TrainConfig) if f.name in config_data})
+        if config_data else None,
+        history=History.from_dict(history_data) if history_data else None,
+        metrics=payload.get("metrics") or {},
+        versions=payload.get("versions") or {},
+        optimizer_state=payload.get("optimizer"),
+        scheduler_state=payload.get("scheduler"),
+    )
