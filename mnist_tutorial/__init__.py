@@ -3,11 +3,11 @@
 from .data import DatasetUnavailableError, MnistData, Split, default_data_root, download_mnist, load_mnist
 from .evaluate import Predictions, metrics, predict_split
 from .model import available_models, build_model, count_parameters, summarize
-from .train import Checkpoint, CheckpointError, History, TrainConfig, fit, load_checkpoint, save_checkpoint, select_device
+from .train import Checkpoint, CheckpointError, History, TrainConfig, fit, load_checkpoint, load_pretrained, save_checkpoint, select_device
 
 __all__ = [
     "Checkpoint", "CheckpointError", "DatasetUnavailableError", "History", "MnistData", "Predictions", "Split",
     "TrainConfig", "available_models", "build_model", "count_parameters", "default_data_root", "download_mnist",
-    "fit", "load_checkpoint", "load_mnist", "metrics", "predict_split", "save_checkpoint", "select_device",
+    "fit", "load_checkpoint", "load_pretrained", "load_mnist", "metrics", "predict_split", "save_checkpoint", "select_device",
     "summarize",
 ]

@@ -30,6 +30,7 @@ Optimizer = Literal["adamw", "adam", "sgd"]
 Schedule = Literal["onecycle", "step", "none"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 CHECKPOINT_FORMAT = "mnist_tutorial.checkpoint/1"
+PRETRAINED_PATH = Path(__file__).parent / "pretrained" / "cnn.pt"
 
 
 @dataclass
@@ -422,3 +423,8 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
         optimizer_state=payload.get("optimizer"),
         scheduler_state=payload.get("scheduler"),
     )
+
+
+def load_pretrained(device: torch.device | str = "cpu") -> Checkpoint:
+    """Return the shipped pretrained checkpoint (see its model card, pretrained/cnn.json), ready for inference (chapter 4)."""
+    return load_checkpoint(PRETRAINED_PATH, device)
