@@ -331,7 +331,7 @@ class Checkpoint:
 
 def library_versions() -> dict[str, str]:
     """Return the versions of Python, PyTorch and torchvision in use."""
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
 
 
 def _write_atomically(path: Path, payload: bytes) -> Path:
