@@ -11,3 +11,12 @@ __all__ = [
     "fit", "load_checkpoint", "load_pretrained", "load_mnist", "metrics", "predict_split", "save_checkpoint", "select_device",
     "summarize",
 ]
+from .predict import (
+    FileResult, InvalidImageError, Prediction, Predictor, PreprocessSteps, predict_folder, predict_image, predict_images,
+    preprocess_image,
+)
+
+__all__ += [
+    "FileResult", "InvalidImageError", "Prediction", "Predictor", "PreprocessSteps", "predict_folder", "predict_image",
+    "predict_images", "preprocess_image",
+]

@@ -47,7 +47,18 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, choices=list(options), default=default, help=help_text)
         else:
             kind = options[0] if options else hint
-            parser.add_argument(flag, type=kind, default=default, metavar=kind.__name__.upper(), help=help_text)
+            convert = _optional(kind) if type(None) in typing.get_args(hint) else kind
+            parser.add_argument(flag, type=convert, default=default, metavar=kind.__name__.upper(), help=help_text)
+
+
+def _optional(kind: type) -> Callable[[str], Any]:
+    """Return a converter that reads 'none' as None and anything else as ``kind``."""
+
+    def convert(text: str) -> Any:
+        return None if text.lower() == "none" else kind(text)
+
+    convert.__name__ = kind.__name__  # argparse names the type in its error messages
+    return convert
 
 
 def build_parser() -> Parser:
@@ -77,6 +88,17 @@ def build_parser() -> Parser:
     evaluate.add_argument("--split", choices=["test", "validation"], default="test", help="which split (default: test)")
     evaluate.add_argument("--data", type=Path, default=None, help="data root (default: $MNIST_TUTORIAL_DATA or ~/.cache/mnist_tutorial)")
     evaluate.set_defaults(handler=run_evaluate)
+
+    predict = commands.add_parser("predict", help="read the digit in your own pictures",
+                                  description="Predict the digit in each picture; folders are walked. One result per "
+                                              "image; a file that fails gets its error and the others go on. "
+                                              "Exit code 1 when any file failed.")
+    predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders of images")
+    output = predict.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the results as a JSON list")
+    output.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write the results to FILE, a new CSV file")
+    predict.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint written by `train` (default: the shipped pretrained model)")
+    predict.set_defaults(handler=run_predict)
     return parser
 
 
@@ -164,6 +186,37 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for true, predicted, times in top_confusions(predictions):
         print(f"  {true} -> {predicted}: {times}")
     return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Predict every picture, print or save one result per image; return 1 when any file failed, else 0."""
+    from .predict import Predictor, image_files, write_csv
+
+    if args.csv is not None and args.csv.exists():
+        raise UsageError(f"--csv {args.csv} already exists; choose another name or delete it first")
+    if args.csv is not None and not args.csv.parent.is_dir():
+        raise UsageError(f"--csv {args.csv}: folder {args.csv.parent} does not exist; create it first")
+    files: list[Path] = []
+    for path in args.paths:
+        files += image_files(path) if path.is_dir() else [path]
+    if not files:
+        raise UsageError(f"no image files in {', '.join(map(str, args.paths))}; give pictures such as PNG or JPEG files")
+    predictor = Predictor(load_checkpoint(args.checkpoint) if args.checkpoint is not None else None)
+    results = predictor.predict_files(files)
+    if args.json:
+        print(json.dumps([result.to_dict() for result in results], indent=2))
+    elif args.csv is not None:
+        write_csv(results, args.csv)
+        print(f"wrote {len(results)} results to {args.csv}")
+    else:
+        for result in results:
+            prediction = result.prediction
+            outcome = f"{prediction.digit} ({prediction.confidence:.1%})" if prediction else f"error: {result.error}"
+            print(f"{result.path}: {outcome}")
+    failed = sum(not result.ok for result in results)
+    if failed:
+        print(f"{PROG} predict: {failed} of {len(results)} files failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

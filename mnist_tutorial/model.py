@@ -63,26 +63,31 @@ def lenet5() -> nn.Module:
     )
 
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """Return a 3x3 convolution (no bias: BatchNorm follows), BatchNorm and ReLU."""
+def conv_block(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:
+    """Return a 3x3 convolution (no bias: BatchNorm follows), optional 2x2 max-pool, BatchNorm and ReLU."""
+    # Pooling straight after the convolution gives the same features at a quarter of the
+    # BatchNorm and ReLU work, which dominates on a CPU.
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        *([nn.MaxPool2d(2)] if pool else []),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
 
 
 @register("cnn")
-def cnn(widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.25) -> nn.Module:
-    """Return the default small CNN: three conv blocks with pooling, global average pooling, a linear head (chapter 2)."""
+def cnn(widths: tuple[int, int, int] = (24, 48, 96), dropout: float = 0.1) -> nn.Module:
+    """Return the default small CNN: three conv blocks, two of them pooling, and a linear head on all 7x7 features (chapter 2)."""
     first, second, third = widths
     return nn.Sequential(
-        conv_block(1, first), nn.MaxPool2d(2),          # 28 -> 14
-        conv_block(first, second), nn.MaxPool2d(2),     # 14 -> 7
+        conv_block(1, first, pool=True),        # 28 -> 14
+        conv_block(first, second, pool=True),   # 14 -> 7
         conv_block(second, third),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        # A linear layer that sees where each feature is learns far faster than one fed a global
+        # average, for few multiply-adds.
+        nn.Flatten(),
         nn.Dropout(dropout),
-        nn.Linear(third, 10),
+        nn.Linear(third * 7 * 7, 10),
     )
 
 
@@ -90,8 +95,8 @@ def cnn(widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.25) -> 
 def cnn_large(dropout: float = 0.25) -> nn.Module:
     """Return the four-conv, BatchNorm and dropout CNN of about 870k parameters (chapter 2)."""
     return nn.Sequential(
-        conv_block(1, 32), conv_block(32, 32), nn.MaxPool2d(2), nn.Dropout(dropout),
-        conv_block(32, 64), conv_block(64, 64), nn.MaxPool2d(2), nn.Dropout(dropout),
+        conv_block(1, 32), conv_block(32, 32, pool=True), nn.Dropout(dropout),
+        conv_block(32, 64), conv_block(64, 64, pool=True), nn.Dropout(dropout),
         nn.Flatten(),
         nn.Linear(64 * 7 * 7, 256, bias=False), nn.BatchNorm1d(256), nn.ReLU(inplace=True), nn.Dropout(2 * dropout),
         nn.Linear(256, 10),

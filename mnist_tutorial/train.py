@@ -37,7 +37,7 @@ PRETRAINED_PATH = Path(__file__).parent / "pretrained" / "cnn.pt"
 class TrainConfig:
     """Everything that decides a training run except the architecture and the data."""
 
-    epochs: int = field(default=12, metadata={"help": "passes over the training split"})
+    epochs: int = field(default=15, metadata={"help": "passes over the training split"})
     batch_size: int = field(default=128, metadata={"help": "images per optimisation step"})
     lr: float = field(default=0.01, metadata={"help": "peak learning rate"})
     optimizer: Optimizer = field(default="adamw", metadata={"help": "adamw, adam or sgd (momentum 0.9, Nesterov)"})
@@ -52,6 +52,7 @@ class TrainConfig:
     compile: bool = field(default=False, metadata={"help": "torch.compile the model (slow start, faster steps)"})
     patience: int | None = field(default=None, metadata={"help": "stop after this many epochs without a better validation loss"})
     target_accuracy: float | None = field(default=None, metadata={"help": "stop once validation accuracy reaches this (0-1)"})
+    ema_decay: float | None = field(default=0.998, metadata={"help": "evaluate and keep an exponential moving average of the weights with this decay (none: off)"})
 
     def __post_init__(self) -> None:
         problems = []
@@ -75,6 +76,8 @@ class TrainConfig:
             problems.append(f"patience must be at least 1, got {self.patience}")
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
             problems.append(f"target_accuracy is a fraction in (0, 1], got {self.target_accuracy}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -198,6 +201,73 @@ def loss_and_accuracy(
     return total_loss.item() / count, correct.item() / count
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights and BatchNorm statistics (chapter 3)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.model = model
+        self.average = copy.deepcopy(model)
+        self.decay = decay
+        self.steps = 0
+        pairs = [(mean, value) for mean, value in zip(self.average.state_dict().values(), model.state_dict().values())]
+        self.floats = [pair for pair in pairs if pair[0].is_floating_point()]
+        self.counters = [pair for pair in pairs if not pair[0].is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Move the average one step towards the current weights."""
+        # A long memory early on would drag the average back to the random start, so the decay
+        # warms up from 0.1 towards its set value.
+        weight = 1 - min(self.decay, (1 + self.steps) / (10 + self.steps))
+        torch._foreach_lerp_([m for m, _ in self.floats], [v for _, v in self.floats], weight)
+        for counter, value in self.counters:
+            counter.copy_(value)
+        self.steps += 1
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DeviceLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    criterion: nn.Module,
+    *,
+    autocast: Callable[[], Any] = nullcontext,
+    step_model: nn.Module | None = None,
+    average: WeightAverage | None = None,
+    channels_last: bool = False,
+    progress: str | None = None,
+) -> tuple[float, float, float, float]:
+    """Return mean loss, accuracy, mean gradient norm and last learning rate of one pass over the loader (chapter 3)."""
+    model.train()
+    forward = step_model or model
+    device = loader.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    grad_norm_sum = torch.zeros((), device=device)
+    seen = 0
+    # Sums stay on the device: a .item() per step would make the GPU wait for the CPU.
+    for images, labels in tqdm(loader, desc=progress, leave=False, disable=progress is None, unit="batch"):
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            logits = forward(images)
+            loss = criterion(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # An infinite max_norm measures the gradient norm without clipping it.
+        grad_norm_sum += nn.utils.clip_grad_norm_(model.parameters(), math.inf)
+        optimizer.step()
+        last_lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        if average is not None:
+            average.update()
+        loss_sum += loss.detach() * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+    return loss_sum.item() / seen, correct.item() / seen, grad_norm_sum.item() / len(loader), last_lr
+
+
 def fit(
     model: nn.Module,
     data: MnistData,
@@ -205,10 +275,14 @@ def fit(
     *,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
-    on_epoch_end: Callable[[nn.Module, EpochRecord], None] | None = None,
+    on_epoch_end: Callable[[nn.Module, EpochRecord], bool | None] | None = None,
     resume: Checkpoint | None = None,
 ) -> History:
-    """Return the history after training ``model`` in place; the best weights by validation loss are restored (chapter 3)."""
+    """Return the history after training ``model`` in place; it ends with the best weights by validation loss (chapter 3).
+
+    With ``config.ema_decay`` set, the weights evaluated, passed to ``on_epoch_end`` and kept are
+    the moving average. ``on_epoch_end(model, record)`` returning True stops the run there.
+    """
     config = config or TrainConfig()
     device = select_device(config.device)
     on_cuda = device.type == "cuda"
@@ -225,7 +299,8 @@ def fit(
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, len(train_loader))
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    step_model = torch.compile(model) if config.compile else model
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay is not None else None
+    evaluated = average.average if average is not None else model
 
     def autocast() -> Any:
         if on_cuda and config.mixed_precision:
@@ -234,64 +309,38 @@ def fit(
 
     history = History(device=str(device))
     if resume is not None:
+        _restore_training_state(resume, model, optimizer, scheduler, train_loader, average)
         history = copy.deepcopy(resume.history) or history
-        if resume.optimizer_state is None or resume.scheduler_state is None:
-            raise ValueError("this checkpoint holds no optimiser state, so training cannot resume from it")
-        optimizer.load_state_dict(resume.optimizer_state)
-        scheduler.load_state_dict(resume.scheduler_state)
-        train_loader.generator.manual_seed(config.seed + len(history.epochs))
     if log:
         log(f"training {getattr(model, 'architecture', {}).get('name', type(model).__name__)} on {device} "
             f"({len(data.train):,} images, {len(train_loader)} steps of {config.batch_size} per epoch)")
 
+    step_model = torch.compile(model) if config.compile else model
     best_loss = min(history.column("val_loss"), default=math.inf)
-    best_state = copy.deepcopy(model.state_dict())
+    best_state = copy.deepcopy(evaluated.state_dict())
     epochs_without_improvement = 0
     for epoch in range(len(history.epochs), config.epochs):
         started = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        grad_norm_sum = torch.zeros((), device=device)
-        seen = 0
-        batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                       disable=not progress, unit="batch")
-        for images, labels in batches:
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast():
-                logits = step_model(images)
-                loss = criterion(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            # An infinite max_norm measures the gradient norm without clipping it.
-            grad_norm_sum += nn.utils.clip_grad_norm_(model.parameters(), math.inf)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach() * len(labels)
-            correct += (logits.argmax(1) == labels).sum()
-            seen += len(labels)
-        val_loss, val_accuracy = loss_and_accuracy(step_model, validation_loader, criterion, autocast)
-        record = EpochRecord(
-            epoch=epoch + 1,
-            train_loss=loss_sum.item() / seen,
-            train_accuracy=correct.item() / seen,
-            val_loss=val_loss,
-            val_accuracy=val_accuracy,
-            lr=optimizer.param_groups[0]["lr"],
-            grad_norm=grad_norm_sum.item() / len(train_loader),
-            seconds=time.perf_counter() - started,
+        train_loss, train_accuracy, grad_norm, lr = train_one_epoch(
+            model, train_loader, optimizer, scheduler, criterion, autocast=autocast, step_model=step_model,
+            average=average, channels_last=channels_last,
+            progress=f"epoch {epoch + 1}/{config.epochs}" if progress else None,
         )
+        val_loss, val_accuracy = loss_and_accuracy(evaluated, validation_loader, criterion, autocast)
+        record = EpochRecord(epoch + 1, train_loss, train_accuracy, val_loss, val_accuracy, lr, grad_norm,
+                             time.perf_counter() - started)
         history.epochs.append(record)
         if log:
             log(format_epoch(record, config.epochs))
-        if on_epoch_end is not None:
-            on_epoch_end(model, record)
+        stop_requested = on_epoch_end is not None and bool(on_epoch_end(evaluated, record))
         if val_loss < best_loss:
             best_loss, epochs_without_improvement = val_loss, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(evaluated.state_dict())
         else:
             epochs_without_improvement += 1
+        if stop_requested:
+            history.stopped_because = "stopped by on_epoch_end"
+            break
         if config.target_accuracy is not None and val_accuracy >= config.target_accuracy:
             history.stopped_because = f"validation accuracy reached {config.target_accuracy:.2%}"
             break
@@ -300,14 +349,47 @@ def fit(
             break
     else:
         history.stopped_because = "all epochs done"
-    if history.epochs and history.epochs[-1].val_loss > best_loss:
-        model.load_state_dict(best_state)
-        if log:
-            log(f"restored the weights of epoch {history.best_epoch.epoch} (lowest validation loss)")
-    model.train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+
+    model.train_state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {"loader": train_loader.generator.get_state(), "torch": torch.get_rng_state()},
+        "weights": copy.deepcopy(model.state_dict()),
+        "average": copy.deepcopy(average.average.state_dict()) if average is not None else None,
+    }
+    model.load_state_dict(best_state)
+    model.eval()
     if log:
+        restored = history.best_epoch.epoch if history.epochs else 0
+        if restored != len(history.epochs):
+            log(f"restored the weights of epoch {restored} (lowest validation loss)")
         log(f"stopped: {history.stopped_because}")
     return history
+
+
+def _restore_training_state(
+    resume: Checkpoint,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loader: DeviceLoader,
+    average: WeightAverage | None,
+) -> None:
+    """Put optimiser, schedule, random streams, raw and averaged weights back where the checkpoint left them."""
+    state = resume.training_state
+    if state is None:
+        raise ValueError("this checkpoint holds no optimiser state, so training cannot resume from it")
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    # Restoring both random streams makes a resumed run match an uninterrupted one.
+    loader.generator.set_state(state["rng"]["loader"])
+    torch.set_rng_state(state["rng"]["torch"])
+    model.load_state_dict(state["weights"])
+    if average is not None:
+        if state["average"] is None:
+            raise ValueError("this checkpoint was trained without ema_decay; resume with --ema-decay none")
+        average.average.load_state_dict(state["average"])
+        average.steps = scheduler.last_epoch
 
 
 class CheckpointError(ValueError):
@@ -325,8 +407,7 @@ class Checkpoint:
     history: History | None
     metrics: dict[str, Any]
     versions: dict[str, str]
-    optimizer_state: dict[str, Any] | None = None
-    scheduler_state: dict[str, Any] | None = None
+    training_state: dict[str, Any] | None = None
 
 
 def library_versions() -> dict[str, str]:
@@ -374,8 +455,7 @@ def save_checkpoint(
         "history": history.to_dict() if history is not None else None,
         "metrics": metrics or {},
         "versions": library_versions(),
-        "optimizer": train_state["optimizer"] if train_state else None,
-        "scheduler": train_state["scheduler"] if train_state else None,
+        "training_state": train_state,
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -420,8 +500,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
         history=History.from_dict(history_data) if history_data else None,
         metrics=payload.get("metrics") or {},
         versions=payload.get("versions") or {},
-        optimizer_state=payload.get("optimizer"),
-        scheduler_state=payload.get("scheduler"),
+        training_state=payload.get("training_state"),
     )
 
 

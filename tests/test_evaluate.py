@@ -1,0 +1,96 @@
+"""Tests of mnist_tutorial.evaluate on small, hand-checkable predictions and a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score
+
+from mnist_tutorial.data import Split
+from mnist_tutorial.evaluate import (
+    Predictions,
+    accuracy,
+    confusion,
+    expected_calibration_error,
+    metrics,
+    most_confident_mistakes,
+    per_class_accuracy,
+    predict_split,
+    reliability,
+    report,
+    top_confusions,
+)
+from mnist_tutorial.model import build_model
+
+
+def make_predictions(labels: list[int], predicted: list[int], confidence: list[float]) -> Predictions:
+    probabilities = np.full((len(labels), 10), 0.0)
+    for row, (guess, sure) in enumerate(zip(predicted, confidence)):
+        probabilities[row] = (1 - sure) / 9
+        probabilities[row, guess] = sure
+    return Predictions(probabilities, np.array(predicted), np.array(labels))
+
+
+@pytest.fixture()
+def sample() -> Predictions:
+    #            right  right  4->9  4->9  7->1  right
+    return make_predictions([0, 1, 4, 4, 7, 9], [0, 1, 9, 9, 1, 9], [0.9, 0.8, 0.95, 0.6, 0.7, 0.99])
+
+
+def test_accuracy_and_counts(sample: Predictions) -> None:
+    summary = metrics(sample)
+    assert accuracy(sample) == pytest.approx(3 / 6) == summary.accuracy
+    assert (summary.errors, summary.count) == (3, 6)
+    assert summary.f1_macro == pytest.approx(f1_score(sample.labels, sample.predicted, average="macro"))
+    assert summary.f1_weighted == pytest.approx(f1_score(sample.labels, sample.predicted, average="weighted"))
+
+
+def test_confusion_and_per_class_accuracy(sample: Predictions) -> None:
+    matrix = confusion(sample)
+    assert matrix.shape == (10, 10) and matrix.sum() == 6
+    assert matrix[4, 9] == 2 and matrix[7, 1] == 1 and matrix[0, 0] == 1
+    per_class = per_class_accuracy(sample)
+    assert per_class[0] == 1 and per_class[4] == 0 and per_class[7] == 0
+    assert per_class[5] == 0  # a digit that never occurs counts as 0, not NaN
+
+
+def test_top_confusions_most_frequent_first(sample: Predictions) -> None:
+    assert top_confusions(sample) == [(4, 9, 2), (7, 1, 1)]
+    assert top_confusions(sample, count=1) == [(4, 9, 2)]
+
+
+def test_most_confident_mistakes_are_ordered(sample: Predictions) -> None:
+    assert most_confident_mistakes(sample).tolist() == [2, 4, 3]
+
+
+def test_calibration_error_is_zero_when_confidence_matches_accuracy() -> None:
+    calibrated = make_predictions([0, 0, 0, 0], [0, 0, 0, 1], [0.75, 0.75, 0.75, 0.75])
+    assert expected_calibration_error(calibrated) == pytest.approx(0.0)
+
+
+def test_calibration_error_of_overconfidence_by_hand(sample: Predictions) -> None:
+    # Bins of width 1/15: 0.95 (wrong) and 0.99 (right) share the top bin, the rest are alone.
+    top_bin = 2 * abs(0.5 - (0.95 + 0.99) / 2)
+    expected = (abs(1 - 0.9) + abs(1 - 0.8) + 0.6 + 0.7 + top_bin) / 6
+    assert expected_calibration_error(sample) == pytest.approx(expected)
+    mean_confidence, mean_accuracy, counts = reliability(sample)
+    assert counts.sum() == 6 and mean_accuracy.max() == 1
+
+
+def test_report_lists_every_digit(sample: Predictions) -> None:
+    text = report(sample)
+    assert all(f"\n{' ' * 11}{digit}" in text for digit in range(10))
+    assert "macro avg" in text
+
+
+def test_predict_split_gives_probabilities_for_every_image() -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp")
+    split = Split(torch.randint(0, 256, (25, 28, 28), dtype=torch.uint8), torch.arange(25) % 10)
+    predictions = predict_split(model, split, (0.13, 0.31), batch_size=10)
+    assert predictions.probabilities.shape == (25, 10)
+    assert np.allclose(predictions.probabilities.sum(1), 1, atol=1e-5)
+    assert (predictions.predicted == predictions.probabilities.argmax(1)).all()
+    assert predictions.labels.tolist() == (np.arange(25) % 10).tolist()
+    assert not model.training
