@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import math
 import os
+import secrets
 import shutil
 import subprocess
 import tarfile
@@ -13,8 +14,10 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 import torch.nn.functional as F
@@ -63,22 +66,34 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _install_verified(name: str, source: Path, raw_dir: Path) -> None:
-    """Copy (decompressing .gz) to a temporary name, check the digest, then rename into place."""
-    expected = MNIST_FILES[name]
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=raw_dir)
+@contextmanager
+def replaced_atomically(path: Path) -> Iterator[BinaryIO]:
+    """Yield a file to write that replaces ``path`` only when the block ends without an error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A name of our own opened with "x" (not mkstemp) so the file gets the usual permissions.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
     try:
-        opener = gzip.open if _is_gzip(source) else open
-        with os.fdopen(handle, "wb") as out, opener(source, "rb") as data:
-            shutil.copyfileobj(data, out, 1 << 20)
-        actual = sha256_of(Path(temporary))
+        with open(temporary, "xb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _install_verified(name: str, source: Path, raw_dir: Path) -> None:
+    """Copy (decompressing .gz) under a temporary name, check the digest, then rename into place."""
+    expected = MNIST_FILES[name]
+    digest = hashlib.sha256()
+    opener = gzip.open if _is_gzip(source) else open
+    with replaced_atomically(raw_dir / name) as out, opener(source, "rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+            out.write(block)
+        actual = digest.hexdigest()
         if actual != expected:
             raise ValueError(f"{name}: SHA-256 {actual[:12]}… does not match the expected {expected[:12]}…")
-        os.replace(temporary, raw_dir / name)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _is_gzip(path: Path) -> bool:

@@ -48,6 +48,41 @@ def predict_split(
     return Predictions(probabilities, probabilities.argmax(1), split.labels.numpy())
 
 
+#: Test-time shifts (dx, dy) in pixels: the image itself and one pixel each way.
+TTA_SHIFTS: tuple[tuple[int, int], ...] = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def shift_images(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Return uint8 images (N, 28, 28) moved dx pixels right and dy pixels down, filled with black."""
+    margin = max(abs(dx), abs(dy))
+    height, width = images.shape[-2:]
+    padded = torch.nn.functional.pad(images, (margin, margin, margin, margin))
+    return padded[..., margin - dy : margin - dy + height, margin - dx : margin - dx + width]
+
+
+def average_predictions(members: list[Predictions]) -> Predictions:
+    """Return the predictions of the mean probabilities of several predictions of the same images (chapter 6)."""
+    if not members or any((m.labels != members[0].labels).any() for m in members):
+        raise ValueError("average_predictions needs one or more predictions of the same images")
+    probabilities = np.mean([m.probabilities for m in members], axis=0)
+    return Predictions(probabilities, probabilities.argmax(1), members[0].labels)
+
+
+def predict_with_tta(
+    model: nn.Module,
+    split: Split,
+    normalization: tuple[float, float],
+    *,
+    shifts: tuple[tuple[int, int], ...] = TTA_SHIFTS,
+    device: torch.device | str | None = None,
+) -> Predictions:
+    """Return predictions averaged over shifted copies of each image: test-time augmentation (chapter 6)."""
+    return average_predictions([
+        predict_split(model, Split(shift_images(split.images, dx, dy), split.labels), normalization, device=device)
+        for dx, dy in shifts
+    ])
+
+
 def accuracy(predictions: Predictions) -> float:
     """Return the share of right predictions."""
     return float(predictions.correct.mean())

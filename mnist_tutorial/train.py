@@ -7,11 +7,8 @@ import io
 import json
 import math
 import os
-import pickle
 import platform
-import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -23,7 +20,7 @@ import torchvision
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import DeviceLoader, MnistData
+from .data import DeviceLoader, MnistData, replaced_atomically
 from .model import build_model
 
 Optimizer = Literal["adamw", "adam", "sgd"]
@@ -125,8 +122,8 @@ class History:
 
     @property
     def best_epoch(self) -> EpochRecord:
-        """Return the record of the epoch with the lowest validation loss."""
-        return min(self.epochs, key=lambda record: record.val_loss)
+        """Return the record of the epoch with the lowest validation loss (a diverged, NaN epoch never wins)."""
+        return min(self.epochs, key=lambda record: record.val_loss if math.isfinite(record.val_loss) else math.inf)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the history as plain data (JSON- and checkpoint-safe)."""
@@ -416,17 +413,8 @@ def library_versions() -> dict[str, str]:
 
 
 def _write_atomically(path: Path, payload: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path) as out:
+        out.write(payload)
     return path
 
 
@@ -469,7 +457,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
         raise CheckpointError(f"no checkpoint at {path}; train one with `python -m mnist_tutorial train --out {path}`")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - damaged bytes surface as many exception types
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path} is truncated, corrupt or not a PyTorch file ({reason[:120]}); "
                               "re-save or re-train it") from None

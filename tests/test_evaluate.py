@@ -9,16 +9,20 @@ from sklearn.metrics import f1_score
 
 from mnist_tutorial.data import Split
 from mnist_tutorial.evaluate import (
+    TTA_SHIFTS,
     Predictions,
     accuracy,
+    average_predictions,
     confusion,
     expected_calibration_error,
     metrics,
     most_confident_mistakes,
     per_class_accuracy,
     predict_split,
+    predict_with_tta,
     reliability,
     report,
+    shift_images,
     top_confusions,
 )
 from mnist_tutorial.model import build_model
@@ -94,3 +98,35 @@ def test_predict_split_gives_probabilities_for_every_image() -> None:
     assert (predictions.predicted == predictions.probabilities.argmax(1)).all()
     assert predictions.labels.tolist() == (np.arange(25) % 10).tolist()
     assert not model.training
+
+
+def test_shift_images_moves_pixels_and_fills_with_black() -> None:
+    images = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    images[0, 10, 20] = 255
+    assert shift_images(images, 1, 0)[0, 10, 21] == 255
+    assert shift_images(images, 0, -2)[0, 8, 20] == 255
+    assert shift_images(images, 0, 0).equal(images)
+    edge = torch.full((1, 28, 28), 7, dtype=torch.uint8)
+    assert shift_images(edge, 1, 0)[0, :, 0].eq(0).all() and shift_images(edge, 1, 0)[0, :, 1:].eq(7).all()
+
+
+def test_average_predictions_averages_probabilities(sample: Predictions) -> None:
+    flipped = make_predictions(sample.labels.tolist(), sample.labels.tolist(), [0.99] * 6)
+    averaged = average_predictions([sample, flipped])
+    assert np.allclose(averaged.probabilities, (sample.probabilities + flipped.probabilities) / 2)
+    assert (averaged.predicted == averaged.probabilities.argmax(1)).all()
+    with pytest.raises(ValueError, match="one or more predictions of the same images"):
+        average_predictions([sample, make_predictions([1] * 6, [1] * 6, [0.9] * 6)])
+
+
+def test_tta_averages_the_shifted_copies() -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp")
+    split = Split(torch.randint(0, 256, (12, 28, 28), dtype=torch.uint8), torch.arange(12) % 10)
+    plain = predict_split(model, split, (0.13, 0.31))
+    assert np.allclose(predict_with_tta(model, split, (0.13, 0.31), shifts=((0, 0),)).probabilities,
+                       plain.probabilities)
+    shifted = predict_with_tta(model, split, (0.13, 0.31))
+    by_hand = np.mean([predict_split(model, Split(shift_images(split.images, dx, dy), split.labels),
+                                     (0.13, 0.31)).probabilities for dx, dy in TTA_SHIFTS], axis=0)
+    assert np.allclose(shifted.probabilities, by_hand)

@@ -15,6 +15,7 @@ from mnist_tutorial.evaluate import accuracy, predict_split
 from mnist_tutorial.model import build_model
 from mnist_tutorial.train import (
     CheckpointError,
+    EpochRecord,
     History,
     TrainConfig,
     WeightAverage,
@@ -142,21 +143,30 @@ def test_target_accuracy_stops_early(small: MnistData) -> None:
     assert history.stopped_because == "validation accuracy reached 50.00%"
 
 
-def test_patience_stops_and_restores_the_best_weights(small: MnistData) -> None:
+def test_patience_stops_and_restores_the_best_weights(small: MnistData, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mnist_tutorial.train as train_module
+
+    scripted_losses = iter([0.5, 0.4, 0.45, 0.6, 0.3])
+    real = train_module.loss_and_accuracy
+    monkeypatch.setattr(train_module, "loss_and_accuracy",
+                        lambda *args: (next(scripted_losses), real(*args)[1]))
     seen: list[dict[str, torch.Tensor]] = []
 
     def remember(model: torch.nn.Module, record) -> None:
         seen.append({k: v.clone() for k, v in model.state_dict().items()})
 
-    # A learning rate far too high makes the validation loss worse after the first epoch.
-    model, history = train_mlp(small, quick(epochs=8, patience=2, lr=5.0, optimizer="sgd", schedule="none"),
-                               on_epoch_end=remember)
+    model, history = train_mlp(small, quick(epochs=5, patience=2), on_epoch_end=remember)
     assert history.stopped_because == "no better validation loss for 2 epochs"
-    assert len(history.epochs) < 8
-    best = history.best_epoch.epoch
-    assert best < len(history.epochs)
+    assert len(history.epochs) == 4 and history.best_epoch.epoch == 2
     for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, seen[best - 1][name]), name
+        assert torch.equal(tensor, seen[1][name]), name
+    assert not torch.equal(model.state_dict()["1.weight"], seen[3]["1.weight"])
+
+
+def test_best_epoch_ignores_diverged_epochs() -> None:
+    history = History([EpochRecord(1, 1.0, 0.5, math.nan, 0.1, 0.1, 1.0, 1.0),
+                       EpochRecord(2, 1.0, 0.5, 0.7, 0.8, 0.1, 1.0, 1.0)])
+    assert history.best_epoch.epoch == 2
 
 
 def test_callback_can_stop_the_run(small: MnistData) -> None:
