@@ -1,0 +1,580 @@
+"""The book's figures, the shape measures they plot, and a way to show the package's own code in a notebook.
+
+Every plotting function returns a matplotlib Figure that is already closed for pyplot, so a
+notebook cell that ends with the call shows it exactly once, and a script can save it with
+``fig.savefig``. The module needs the book's extra libraries (matplotlib, seaborn, pandas and IPython); the rest
+of the package does not import it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from IPython.display import Code
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from .train import History
+
+ImageBatch = np.ndarray | torch.Tensor
+Labels = np.ndarray | torch.Tensor | Sequence[int]
+
+#: One colour per digit (matplotlib's tab10), the same in every chapter.
+DIGIT_COLORS: tuple[tuple[float, float, float], ...] = tuple(plt.get_cmap("tab10").colors)  # type: ignore[attr-defined]
+#: Ink is drawn dark on white: easier to read, and how the digits were written.
+INK_CMAP = "gray_r"
+WRONG_COLOR = "#c0392b"
+#: The book's look, applied by use_book_style.
+BOOK_STYLE: dict[str, object] = {
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.frameon": False,
+    "figure.titlesize": 13,
+    "figure.titleweight": "bold",
+}
+
+
+class SourceCode(Code):
+    """Code shown as a Markdown code block, so Jupyter and the built book highlight it in their own style."""
+
+    def _repr_markdown_(self) -> str:
+        """Return the code in a fence longer than any run of backticks inside it."""
+        longest = max((len(run) for run in re.findall(r"`+", self.data)), default=0)
+        fence = "`" * max(3, longest + 1)
+        return f"{fence}{self.language or ''}\n{self.data.rstrip()}\n{fence}"
+
+    def _repr_html_(self) -> None:
+        """Return None: IPython's HTML for Code restyles the whole page, so only Markdown is offered."""
+        return None
+
+    def _repr_latex_(self) -> None:
+        """Return None: the Markdown already renders everywhere, and notebooks stay small."""
+        return None
+
+
+def show_source(obj: object) -> Code:
+    """Return the source of a package function, class or module as highlighted code (introduced in chapter 1)."""
+    return SourceCode(textwrap.dedent(inspect.getsource(obj)), language="python")
+
+
+def use_book_style() -> None:
+    """Set matplotlib's defaults to the book's look for this session; returns None (chapter 1)."""
+    plt.rcParams.update(BOOK_STYLE)
+
+
+def _as_numpy(values: ImageBatch | Labels) -> np.ndarray:
+    """Return a tensor, array or sequence as a NumPy array on the CPU."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def _new_figure(rows: int = 1, columns: int = 1, **kwargs: object) -> tuple[Figure, np.ndarray]:
+    """Return a constrained-layout figure and its axes as a 2-D array, closed for pyplot."""
+    figure, axes = plt.subplots(rows, columns, squeeze=False, layout="constrained", **kwargs)
+    plt.close(figure)
+    return figure, axes
+
+
+# ----- Images ---------------------------------------------------------------------------------
+
+
+def plot_digit_grid(
+    images: ImageBatch,
+    labels: Labels,
+    predictions: Labels | None = None,
+    *,
+    captions: Sequence[str] | None = None,
+    columns: int = 5,
+    title: str | None = None,
+    panel_size: float = 1.3,
+) -> Figure:
+    """Return a grid of digits captioned with their label, or "label → prediction" in red where wrong (chapter 1).
+
+    ``images`` are (N, 28, 28) or (N, 1, 28, 28), uint8 in [0, 255] or floats (each scaled to its
+    own range). ``captions`` replaces the default captions; wrong predictions still turn them red.
+    """
+    pixels = _as_numpy(images)
+    pixels = pixels.reshape(len(pixels), *pixels.shape[-2:])
+    truth = _as_numpy(labels)
+    guessed = _as_numpy(predictions) if predictions is not None else None
+    if len(pixels) != len(truth) or (guessed is not None and len(guessed) != len(truth)):
+        sizes = [len(pixels), len(truth)] + ([] if guessed is None else [len(guessed)])
+        raise ValueError(f"images, labels (and predictions) differ in length: {sizes}")
+    count = len(pixels)
+    rows = max(1, -(-count // columns))
+    figure, axes = _new_figure(rows, columns, figsize=(columns * panel_size, rows * panel_size + 0.5))
+    value_range = {"vmin": 0, "vmax": 255} if pixels.dtype == np.uint8 else {}
+    for index, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if index >= count:
+            continue
+        ax.imshow(pixels[index], cmap=INK_CMAP, interpolation="nearest", **value_range)
+        wrong = guessed is not None and guessed[index] != truth[index]
+        if captions is not None:
+            caption = captions[index]
+        elif guessed is not None:
+            caption = f"{truth[index]} → {guessed[index]}"
+        else:
+            caption = str(truth[index])
+        ax.set_title(caption, fontsize=9, fontweight="normal", color=WRONG_COLOR if wrong else "black", pad=2)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def plot_mean_digits(images: ImageBatch, labels: Labels, *, title: str = "The average image of each digit") -> Figure:
+    """Return a row of ten panels, the pixel-wise mean image of each digit, on a shared intensity scale (chapter 1)."""
+    pixels = _as_numpy(images).astype(np.float64)
+    pixels = pixels.reshape(len(pixels), *pixels.shape[-2:])
+    truth = _as_numpy(labels)
+    means = np.stack([pixels[truth == digit].mean(axis=0) for digit in range(10)])
+    figure, axes = _new_figure(1, 10, figsize=(12, 1.9))
+    for digit, ax in enumerate(axes.flat):
+        shown = ax.imshow(means[digit], cmap="magma", vmin=0, vmax=means.max(), interpolation="nearest")
+        ax.set_title(str(digit))
+        ax.set_axis_off()
+    figure.colorbar(shown, ax=axes[0, -1], label="mean intensity\n(0–255)", shrink=0.9)
+    figure.suptitle(title)
+    return figure
+
+
+def plot_weight_images(
+    weights: ImageBatch,
+    *,
+    captions: Sequence[str] | None = None,
+    columns: int = 8,
+    value_label: str = "weight",
+    title: str = "What the first layer looks for",
+) -> Figure:
+    """Return the rows of a (units, 784) weight matrix drawn as 28x28 images, red positive, blue negative (chapter 7)."""
+    values = _as_numpy(weights).astype(np.float64)
+    values = values.reshape(len(values), 28, 28)
+    rows = max(1, -(-len(values) // columns))
+    figure, axes = _new_figure(rows, columns, figsize=(columns * 1.2 + 0.8, rows * 1.2 + 0.5))
+    limit = np.abs(values).max()
+    for index, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if index < len(values):
+            shown = ax.imshow(values[index], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+            caption = captions[index] if captions is not None else f"unit {index}"
+            ax.set_title(caption, fontsize=8, fontweight="normal", pad=2)
+    figure.colorbar(shown, ax=axes[:, -1], label=value_label, shrink=0.8)
+    figure.suptitle(title)
+    return figure
+
+
+# ----- Distributions ---------------------------------------------------------------------------
+
+
+def plot_class_distribution(labels_by_split: Mapping[str, Labels], *, title: str = "How many of each digit?") -> Figure:
+    """Return grouped bars of each digit's share of every split, with the 10 % of a balanced set marked (chapter 1)."""
+    figure, axes = _new_figure(figsize=(9, 3.6))
+    ax = axes[0, 0]
+    width = 0.8 / len(labels_by_split)
+    digits = np.arange(10)
+    for position, (name, labels) in enumerate(labels_by_split.items()):
+        counts = np.bincount(_as_numpy(labels), minlength=10)
+        share = 100 * counts / counts.sum()
+        offset = (position - (len(labels_by_split) - 1) / 2) * width
+        ax.bar(digits + offset, share, width, label=f"{name} ({counts.sum():,} images)", color=f"C{position}")
+    ax.axhline(10, color="0.3", linestyle="--", linewidth=1, label="perfectly balanced (10 %)")
+    ax.set_xticks(digits)
+    ax.set_xlabel("digit")
+    ax.set_ylabel("share of the split (%)")
+    ax.set_ylim(0, 14)
+    ax.grid(axis="x", visible=False)
+    ax.legend(loc="upper center", ncols=len(labels_by_split) + 1)
+    ax.set_title(title)
+    return figure
+
+
+def plot_intensity_histogram(images: ImageBatch, *, title: str = "Pixel intensities: mostly background") -> Figure:
+    """Return a histogram of all pixel values (0-255) with a logarithmic count axis (chapter 1)."""
+    pixels = _as_numpy(images).reshape(-1)
+    counts = np.bincount(pixels.astype(np.int64), minlength=256)
+    figure, axes = _new_figure(figsize=(9, 3.4))
+    ax = axes[0, 0]
+    ax.bar(np.arange(256), counts, width=1.0, color="C0")
+    ax.set_yscale("log")
+    ax.set_xlim(-2, 257)
+    ax.set_xlabel("pixel intensity (0 = background, 255 = full ink)")
+    ax.set_ylabel("number of pixels (log scale)")
+    share_zero, share_full = counts[0] / counts.sum(), counts[-1] / counts.sum()
+    ax.annotate(f"{share_zero:.0%} of pixels are exactly 0", xy=(0, counts[0]), xytext=(25, counts[0] / 3),
+                arrowprops={"arrowstyle": "->", "color": "0.3"})
+    ax.annotate(f"{share_full:.1%} are 255", xy=(255, counts[-1]), xytext=(185, counts[-1] * 4),
+                arrowprops={"arrowstyle": "->", "color": "0.3"})
+    ax.set_title(title)
+    return figure
+
+
+def plot_measure_by_digit(
+    values: Sequence[float] | np.ndarray | torch.Tensor,
+    labels: Labels,
+    *,
+    ylabel: str,
+    title: str,
+) -> Figure:
+    """Return one box plot per digit of a per-image measure (ink area, slant, confidence...) (chapter 1)."""
+    measure = _as_numpy(values).astype(np.float64)
+    truth = _as_numpy(labels)
+    figure, axes = _new_figure(figsize=(9, 3.4))
+    ax = axes[0, 0]
+    boxes = ax.boxplot([measure[truth == digit] for digit in range(10)], positions=range(10), widths=0.6,
+                       patch_artist=True, showfliers=False, medianprops={"color": "black"})
+    for digit, box in enumerate(boxes["boxes"]):
+        box.set_facecolor(DIGIT_COLORS[digit])
+        box.set_alpha(0.75)
+    ax.set_xlabel("digit")
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="x", visible=False)
+    ax.set_title(title)
+    return figure
+
+
+def plot_embedding(
+    embeddings: Mapping[str, np.ndarray],
+    labels: Labels,
+    *,
+    axis_labels: Mapping[str, tuple[str, str]] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Return one scatter panel per 2-D embedding, points coloured by digit and each digit's median labelled (chapter 1)."""
+    truth = _as_numpy(labels)
+    figure, axes = _new_figure(1, len(embeddings), figsize=(5.2 * len(embeddings), 5))
+    for ax, (name, points) in zip(axes.flat, embeddings.items()):
+        for digit in range(10):
+            chosen = points[truth == digit]
+            ax.scatter(chosen[:, 0], chosen[:, 1], s=6, alpha=0.6, color=DIGIT_COLORS[digit], label=str(digit),
+                       linewidths=0)
+            centre = np.median(chosen, axis=0)
+            ax.text(*centre, str(digit), fontsize=15, fontweight="bold", ha="center", va="center",
+                    color=DIGIT_COLORS[digit], bbox={"boxstyle": "circle,pad=0.2", "facecolor": "white",
+                                                     "edgecolor": DIGIT_COLORS[digit], "alpha": 0.85})
+        x_label, y_label = (axis_labels or {}).get(name, ("dimension 1", "dimension 2"))
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        ax.set_title(name)
+        ax.grid(False)
+    axes[0, -1].legend(title="digit", markerscale=2.5, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def plot_learning_curves(
+    train_loss: Sequence[float],
+    accuracy: Sequence[float],
+    *,
+    accuracy_label: str = "validation accuracy",
+    title: str = "Training the network",
+) -> Figure:
+    """Return two panels over epochs: the mean training loss, and an accuracy in percent (chapter 7)."""
+    epochs = np.arange(1, len(train_loss) + 1)
+    figure, axes = _new_figure(1, 2, figsize=(9, 3.4))
+    loss_ax, accuracy_ax = axes.flat
+    loss_ax.plot(epochs, train_loss, marker="o", color="C0")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("cross-entropy (nats per image)")
+    loss_ax.set_title("training loss")
+    accuracy_ax.plot(epochs, 100 * np.asarray(accuracy), marker="o", color="C2")
+    accuracy_ax.set_xlabel("epoch")
+    accuracy_ax.set_ylabel("accuracy (%)")
+    accuracy_ax.set_title(accuracy_label)
+    for ax in axes.flat:
+        ax.set_xticks(epochs)
+    figure.suptitle(title)
+    return figure
+
+
+# ----- Shape measures (chapter 1) -------------------------------------------------------------
+
+
+def ink_area(images: ImageBatch, threshold: int = 128) -> torch.Tensor:
+    """Return the number of pixels of each image at or above ``threshold`` (of 255): a proxy for stroke width."""
+    pixels = torch.as_tensor(images)
+    return (pixels >= threshold).flatten(1).sum(1)
+
+
+def slant(images: ImageBatch) -> torch.Tensor:
+    """Return each image's slant, mu11 / mu02 from its intensity moments: how far x moves per row, right-leaning > 0."""
+    weights = torch.as_tensor(images).to(torch.float64)
+    weights = weights.reshape(len(weights), *weights.shape[-2:])
+    rows, columns = weights.shape[-2:]
+    # Rows count downwards in an image; flip y so that "up" is positive and a digit leaning right has slant > 0.
+    y = -torch.arange(rows, dtype=torch.float64).view(1, rows, 1)
+    x = torch.arange(columns, dtype=torch.float64).view(1, 1, columns)
+    mass = weights.sum((1, 2), keepdim=True)
+    dx = x - (weights * x).sum((1, 2), keepdim=True) / mass
+    dy = y - (weights * y).sum((1, 2), keepdim=True) / mass
+    return (weights * dx * dy).sum((1, 2)) / (weights * dy * dy).sum((1, 2))
+
+
+# ----- Convolutions (chapter 2) ---------------------------------------------------------------
+
+
+def plot_feature_maps(
+    maps: ImageBatch,
+    *,
+    image: ImageBatch | None = None,
+    captions: Sequence[str] | None = None,
+    columns: int = 8,
+    value_label: str = "activation",
+    title: str = "Feature maps",
+    panel_size: float = 1.3,
+) -> Figure:
+    """Return a grid of 2-D maps (C, H, W) on one shared scale, after an optional input image (chapter 2).
+
+    Maps with negative values are drawn red positive, blue negative, around zero; maps that are
+    never negative (after a ReLU) in a sequential colour map from zero.
+    """
+    values = _as_numpy(maps).astype(np.float64)
+    values = values.reshape(-1, *values.shape[-2:])
+    panels = len(values) + (image is not None)
+    rows = max(1, -(-panels // columns))
+    figure, axes = _new_figure(rows, columns, figsize=(columns * panel_size + 0.9, rows * panel_size + 0.5))
+    signed = values.min() < 0
+    limit = np.abs(values).max() or 1.0
+    scale = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit} if signed else {"cmap": "magma", "vmin": 0, "vmax": limit}
+    for ax in axes.flat:
+        ax.set_axis_off()
+    flat = list(axes.flat)
+    if image is not None:
+        pixels = _as_numpy(image)
+        flat[0].imshow(pixels.reshape(pixels.shape[-2:]), cmap=INK_CMAP, interpolation="nearest")
+        flat[0].set_title("input", fontsize=9, fontweight="normal", pad=2)
+        flat = flat[1:]
+    for index, (ax, values_of_map) in enumerate(zip(flat, values)):
+        shown = ax.imshow(values_of_map, interpolation="nearest", **scale)
+        ax.set_title(captions[index] if captions is not None else f"map {index}", fontsize=9, fontweight="normal",
+                     pad=2)
+    figure.colorbar(shown, ax=axes[:, -1], label=value_label, shrink=0.8)
+    figure.suptitle(title)
+    return figure
+
+
+# ----- Training (chapter 3) -------------------------------------------------------------------
+
+
+def plot_training_history(history: History, *, title: str = "Training, epoch by epoch") -> Figure:
+    """Return four panels over epochs: loss and accuracy (training, validation), learning rate, gradient norm (chapter 3).
+
+    A dashed line marks the epoch with the lowest validation loss, whose weights ``fit`` keeps.
+    """
+    epochs = np.asarray(history.column("epoch"))
+    figure, axes = _new_figure(2, 2, figsize=(10, 6.4))
+    loss_ax, accuracy_ax, lr_ax, grad_ax = axes.flat
+    for split, color in (("train", "C0"), ("val", "C1")):
+        name = "training" if split == "train" else "validation"
+        loss_ax.plot(epochs, history.column(f"{split}_loss"), marker="o", color=color, label=name)
+        accuracy_ax.plot(epochs, 100 * np.asarray(history.column(f"{split}_accuracy")), marker="o", color=color,
+                         label=name)
+    for ax in (loss_ax, accuracy_ax):
+        ax.axvline(history.best_epoch.epoch, color="0.4", linestyle="--", linewidth=1,
+                   label="lowest validation loss")
+        ax.legend()
+    loss_ax.set_ylabel("cross-entropy (nats per image)")
+    loss_ax.set_title("loss")
+    accuracy_ax.set_ylabel("accuracy (%)")
+    accuracy_ax.set_title("accuracy")
+    lr_ax.plot(epochs, history.column("lr"), marker="o", color="C2")
+    lr_ax.set_ylim(bottom=0, top=1.15 * max(history.column("lr")))
+    lr_ax.set_ylabel("learning rate (at the epoch's last step)")
+    lr_ax.set_title("learning rate")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    grad_ax.plot(epochs, history.column("grad_norm"), marker="o", color="C3")
+    grad_ax.set_ylim(bottom=0)
+    grad_ax.set_ylabel("gradient norm (mean over the epoch)")
+    grad_ax.set_title("gradient norm")
+    for ax in axes.flat:
+        ax.set_xlabel("epoch")
+        ax.set_xticks(epochs if len(epochs) <= 20 else epochs[::2])
+    figure.suptitle(title)
+    return figure
+
+
+def plot_learning_rate_schedules(
+    schedules: Mapping[str, Sequence[float]],
+    *,
+    steps_per_epoch: int,
+    title: str = "Learning-rate schedules",
+) -> Figure:
+    """Return one line per schedule: the learning rate at every optimisation step, against epochs (chapter 3)."""
+    figure, axes = _new_figure(figsize=(9, 3.4))
+    ax = axes[0, 0]
+    for position, (name, rates) in enumerate(schedules.items()):
+        ax.plot(np.arange(len(rates)) / steps_per_epoch, rates, color=f"C{position}", label=name, linewidth=2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    ax.set_title(title)
+    return figure
+
+
+# ----- Mistakes (chapter 4) -------------------------------------------------------------------
+
+
+def plot_confusion_matrix(matrix: np.ndarray, *, title: str = "Confusion matrix") -> Figure:
+    """Return a heatmap of a 10x10 confusion matrix coloured by the mistakes; the diagonal shows the right counts in grey (chapter 4)."""
+    counts = np.asarray(matrix)
+    mistakes = counts.astype(np.float64)
+    np.fill_diagonal(mistakes, np.nan)
+    figure, axes = _new_figure(figsize=(7.4, 6.2))
+    ax = axes[0, 0]
+    # The right answers outnumber the mistakes a hundredfold: colouring them too would leave every
+    # mistake the same pale shade.
+    sns.heatmap(mistakes, annot=True, fmt=".0f", cmap="Reds", linewidths=0.5, linecolor="white", square=True,
+                cbar_kws={"label": "number of test images (mistakes only)"}, ax=ax)
+    for digit in range(len(counts)):
+        ax.add_patch(Rectangle((digit, digit), 1, 1, facecolor="0.92", edgecolor="white"))
+        ax.text(digit + 0.5, digit + 0.5, f"{counts[digit, digit]:,}", ha="center", va="center", fontsize=7,
+                color="0.35")
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    ax.grid(False)
+    ax.set_title(title)
+    return figure
+
+
+def plot_per_class_accuracy(accuracy: Sequence[float] | np.ndarray, *, title: str = "Accuracy per digit") -> Figure:
+    """Return one bar per digit of its accuracy in percent, each labelled, on a zoomed axis that says so (chapter 4)."""
+    percent = 100 * np.asarray(accuracy, dtype=np.float64)
+    figure, axes = _new_figure(figsize=(9, 3.4))
+    ax = axes[0, 0]
+    bars = ax.bar(np.arange(len(percent)), percent, color=DIGIT_COLORS[: len(percent)], width=0.7)
+    ax.bar_label(bars, labels=[f"{value:.1f}" for value in percent], padding=2, fontsize=9)
+    overall_floor = np.floor(percent.min() - 0.5)
+    ax.set_ylim(overall_floor, 100.3)
+    ax.set_xticks(np.arange(len(percent)))
+    ax.set_xlabel("true digit")
+    ax.set_ylabel(f"accuracy (%, axis from {overall_floor:.0f})")
+    ax.grid(axis="x", visible=False)
+    ax.set_title(title)
+    return figure
+
+
+def plot_confidence_histograms(
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    *,
+    title: str = "How confident is the model?",
+) -> Figure:
+    """Return two histograms of the top probability, for right and for wrong predictions, with counts on a log axis (chapter 4)."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
+    bins = np.linspace(0, 1, 41)
+    figure, axes = _new_figure(1, 2, figsize=(10, 3.4), sharex=True)
+    for ax, mask, name, color in ((axes[0, 0], correct, "right", "C2"), (axes[0, 1], ~correct, "wrong", WRONG_COLOR)):
+        ax.hist(confidence[mask], bins=bins, color=color, edgecolor="white", linewidth=0.5)
+        ax.set_yscale("log")
+        ax.set_xlabel("confidence (probability of the predicted digit)")
+        ax.set_ylabel("number of test images (log scale)")
+        ax.set_title(f"{mask.sum():,} {name} predictions (median {np.median(confidence[mask]):.2f})")
+    figure.suptitle(title)
+    return figure
+
+
+def plot_reliability(
+    mean_confidence: np.ndarray,
+    mean_accuracy: np.ndarray,
+    counts: np.ndarray,
+    *,
+    title: str = "Reliability diagram",
+) -> Figure:
+    """Return a reliability diagram (accuracy against confidence per bin, and the diagonal) over the bins' sizes (chapter 4)."""
+    counts = np.asarray(counts)
+    used = counts > 0
+    bins = len(counts)
+    edges = np.linspace(0, 1, bins + 1)
+    figure, axes = _new_figure(2, 1, figsize=(5.8, 6.4), sharex=True, height_ratios=(3, 1))
+    top, bottom = axes[:, 0]
+    top.plot([0, 1], [0, 100], linestyle="--", color="0.4", label="perfectly calibrated")
+    top.plot(mean_confidence[used], 100 * mean_accuracy[used], marker="o", color="C0", label="the model")
+    top.set_ylabel("accuracy in the bin (%)")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 101)
+    top.legend(loc="upper left")
+    top.set_title(title)
+    bottom.bar(edges[:-1], counts, width=1 / bins, align="edge", color="C0", edgecolor="white")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("confidence (probability of the predicted digit)")
+    bottom.set_ylabel("images (log)")
+    return figure
+
+
+# ----- Experiments (chapter 6) ----------------------------------------------------------------
+
+
+def plot_comparison(
+    table: pd.DataFrame,
+    *,
+    accuracy: str = "val accuracy (%)",
+    seconds: str = "seconds",
+    title: str = "Comparison",
+) -> Figure:
+    """Return, for each row of an experiments table, its accuracy as a labelled dot and its training time as a bar (chapter 6)."""
+    names = [str(name) for name in table.index]
+    positions = np.arange(len(names))
+    figure, axes = _new_figure(1, 2, figsize=(10, 0.45 * len(names) + 1.5), sharey=True, width_ratios=(3, 2))
+    accuracy_ax, time_ax = axes.flat
+    # A dot, not a bar: the differences live in the last percent, and a bar cut off below would
+    # exaggerate them.
+    accuracy_ax.scatter(table[accuracy], positions, color="C0", s=45, zorder=3)
+    for position, value in zip(positions, table[accuracy]):
+        accuracy_ax.annotate(f"{value:.2f}", (value, position), xytext=(6, 0), textcoords="offset points",
+                             va="center", fontsize=9)
+    spread = max(table[accuracy].max() - table[accuracy].min(), 0.5)
+    accuracy_ax.set_xlim(table[accuracy].min() - 0.15 * spread, table[accuracy].max() + 0.3 * spread)
+    accuracy_ax.set_yticks(positions, names)
+    accuracy_ax.invert_yaxis()
+    accuracy_ax.set_xlabel(accuracy)
+    accuracy_ax.set_ylabel("variant")
+    accuracy_ax.set_title("accuracy")
+    time_ax.barh(positions, table[seconds], color="C7", height=0.6)
+    time_ax.set_xlabel("training time (s, this machine)")
+    time_ax.set_ylabel("")
+    time_ax.tick_params(axis="y", left=False)
+    time_ax.set_title("time")
+    figure.suptitle(title)
+    return figure
+
+
+def plot_sweep(
+    table: pd.DataFrame,
+    *,
+    x: str,
+    hue: str | None = None,
+    y: str = "val accuracy (%)",
+    log_x: bool = False,
+    title: str = "Sweep",
+) -> Figure:
+    """Return one line per ``hue`` value of an experiments table: ``y`` against the swept setting ``x`` (chapter 6)."""
+    figure, axes = _new_figure(figsize=(7.5, 4))
+    ax = axes[0, 0]
+    sns.lineplot(data=table, x=x, y=y, hue=hue, marker="o", markersize=8, ax=ax, palette="tab10" if hue else None)
+    if log_x:
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(table[x].unique()), [f"{value:g}" for value in sorted(table[x].unique())])
+        ax.minorticks_off()
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    return figure
