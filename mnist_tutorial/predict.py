@@ -1,0 +1,526 @@
+"""Your own digits: make any picture look like MNIST, then predict it (chapter 5).
+
+MNIST was made from scanned forms: each digit was cropped, its longest side scaled to 20 pixels
+keeping the aspect ratio (anti-aliased, hence the grey edges), and it was placed in a 28x28 field
+so that its centre of mass sits at the centre. A model trained on MNIST has only ever seen that,
+so a picture must go through the same steps before the model can read it.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import os
+import stat
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Union, overload
+
+import numpy as np
+import torch
+from PIL import Image, ImageChops, ImageFilter, ImageOps
+from scipy import ndimage
+from torch import nn
+
+from .data import normalize
+from .train import Checkpoint, load_pretrained
+
+#: The mean and standard deviation of MNIST's training pixels, the normalisation of every checkpoint of the book.
+MNIST_NORMALIZATION = (0.1307, 0.3081)
+#: Pictures above this many pixels are refused before they are decoded (decompression bombs).
+MAX_PIXELS = 50_000_000
+#: The longest side of the grey working copy in which the ink is looked for.
+WORKING_SIDE = 96
+#: MNIST's digits fit a 20x20 box inside a 28x28 field.
+BOX_SIDE = 20
+FIELD_SIDE = 28
+#: Ink must differ from the background by this share of the full brightness range.
+MIN_CONTRAST = 0.08
+#: Pieces of ink lighter than this share of the largest piece are specks, not part of the digit.
+MIN_PIECE_SHARE = 0.1
+#: The 256 grey levels of an 8-bit image, for statistics read from its histogram.
+LEVELS = np.arange(256, dtype=np.float64)
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+
+
+class InvalidImageError(ValueError):
+    """Raised when a picture cannot be read or holds no digit; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class PreprocessSteps:
+    """Every stage of preprocess_image for one picture, for display (chapter 5)."""
+
+    grey: np.ndarray
+    """uint8 brightness, longest side WORKING_SIDE, upright, without transparency, lightly blurred."""
+    dark_ink: bool
+    """Whether the ink is darker than the background (pen on paper) or lighter (chalk on a board)."""
+    ink: np.ndarray
+    """uint8: how much ink each pixel of ``grey`` holds, 0 (none) to 255, with lighting and noise removed."""
+    cropped: np.ndarray
+    """uint8 ink map cropped to the digit's bounding box, specks removed."""
+    scaled: np.ndarray
+    """uint8 digit, longest side BOX_SIDE pixels, aspect ratio kept."""
+    centred: np.ndarray
+    """uint8 (28, 28) field with the digit's centre of mass at its centre: what MNIST looks like."""
+    tensor: torch.Tensor
+    """The normalised float32 batch of one, shape (1, 1, 28, 28), ready for the model."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's answer for one picture: the digit, its probability and all ten probabilities (chapter 5)."""
+
+    digit: int
+    confidence: float
+    probabilities: np.ndarray
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """The outcome for one file: its prediction, or the one-line reason it failed (chapter 5)."""
+
+    path: Path
+    prediction: Prediction | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Return True when the file was predicted."""
+        return self.prediction is not None
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the result as JSON-ready values: path, digit, confidence, probabilities and error."""
+        prediction = self.prediction
+        return {
+            "path": str(self.path),
+            "digit": prediction.digit if prediction else None,
+            "confidence": round(prediction.confidence, 6) if prediction else None,
+            "probabilities": [round(float(p), 6) for p in prediction.probabilities] if prediction else None,
+            "error": self.error,
+        }
+
+
+def _describe(source: object) -> str:
+    """Return how error messages name a picture: its path, or its kind."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, Image.Image):
+        return "the PIL image"
+    if isinstance(source, np.ndarray):
+        return "the array"
+    return "the image data"
+
+
+def _readable_path(source: str | os.PathLike[str]) -> Path:
+    """Return the path when it is a non-empty regular file, else raise InvalidImageError saying what it is."""
+    path = Path(source)
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise InvalidImageError(f"{path}: no such file; check the path") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise InvalidImageError(f"{path} is a folder, not an image; pass the image files or use predict_folder")
+    # A pipe or a device would block the read forever.
+    if not stat.S_ISREG(status.st_mode):
+        raise InvalidImageError(f"{path} is not a regular file; pass an image file")
+    if status.st_size == 0:
+        raise InvalidImageError(f"{path} is empty (0 bytes); re-save or re-export the picture")
+    return path
+
+
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """Return a PIL image of an (H, W), (H, W, 3) or (H, W, 4) array of uint8, uint16, bool or floats (0-1 or 0-255)."""
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)) or 0 in array.shape:
+        raise InvalidImageError(f"the array has shape {array.shape}; pass (height, width) for grey "
+                                "or (height, width, 3 or 4) for colour")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.dtype == np.uint16 and array.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(array))
+    if array.dtype == np.uint16:
+        return Image.fromarray((array >> 8).astype(np.uint8))
+    if array.dtype == np.bool_:
+        return Image.fromarray(array.astype(np.uint8) * 255)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InvalidImageError("the array holds NaN or infinite values; replace them before predicting")
+        scale = 255.0 if array.max() <= 1.0 else 1.0
+        return Image.fromarray(np.clip(array * scale, 0, 255).round().astype(np.uint8))
+    if np.issubdtype(array.dtype, np.integer) and array.min() >= 0 and array.max() <= 255:
+        return Image.fromarray(array.astype(np.uint8))
+    raise InvalidImageError(f"the array's {array.dtype} values (from {array.min()} to {array.max()}) are not pixels; "
+                            "pass uint8 (0-255), uint16, bool or floats in [0, 1]")
+
+
+def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Return the picture decoded and upright (EXIF orientation applied; first frame of an animation) (chapter 5)."""
+    label = _describe(source)
+    if isinstance(source, np.ndarray):
+        source = array_to_image(source)
+    if isinstance(source, Image.Image):
+        _check_size(source.size, label, max_pixels)
+        return ImageOps.exif_transpose(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise InvalidImageError("the image data is empty (0 bytes); pass the content of an image file")
+        stream: Path | io.BytesIO = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        stream = _readable_path(source)
+    else:
+        raise TypeError(f"cannot read a picture from {type(source).__name__}; "
+                        "pass a path, bytes, a PIL image or a NumPy array")
+    try:
+        # Pillow's own bomb check only warns below twice its global limit; ours is the one that counts.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(stream) as image:
+                _check_size(image.size, label, max_pixels)
+                # JPEG can decode at 1/2, 1/4 or 1/8 size directly, far faster than decoding then shrinking.
+                image.draft(None, (2 * WORKING_SIDE, 2 * WORKING_SIDE))
+                image.load()
+                ImageOps.exif_transpose(image, in_place=True)
+                return image
+    except Image.DecompressionBombError:
+        raise InvalidImageError(f"{label} is far over the {max_pixels / 1e6:g}-megapixel limit "
+                                "(a decompression bomb?); shrink it first") from None
+    except Image.UnidentifiedImageError:
+        raise InvalidImageError(f"{label} is not an image Pillow can read (unknown format or damaged header); "
+                                "save it as PNG or JPEG") from None
+    except PermissionError:
+        raise InvalidImageError(f"{label} cannot be read (permission denied); check the file's permissions") from None
+    except InvalidImageError:
+        raise
+    # Damaged files make decoders fail in many ways (OSError, SyntaxError, zlib, struct, index errors...).
+    except Exception as error:  # noqa: BLE001
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        raise InvalidImageError(f"{label} is truncated or corrupt ({reason}); re-save or re-export it") from None
+
+
+def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
+    """Raise InvalidImageError when a width x height is over the pixel limit."""
+    width, height = size
+    if width * height > max_pixels:
+        raise InvalidImageError(f"{label} is {width}x{height} = {width * height / 1e6:g} megapixels, over the "
+                                f"{max_pixels / 1e6:g}-megapixel limit (a decompression bomb?); shrink it first")
+    if width == 0 or height == 0:
+        raise InvalidImageError(f"{label} is {width}x{height} pixels: it has no pixels; pass a real picture")
+
+
+def flatten_transparency(image: Image.Image) -> Image.Image:
+    """Return the picture without transparency, see-through pixels set to contrast with the visible ones (chapter 5)."""
+    # Strokes drawn on a transparent layer are often black on transparent black: laying them on the
+    # opposite of their own brightness keeps them visible whatever their colour.
+    if "A" not in image.getbands() and "a" not in image.getbands() and "transparency" not in image.info:
+        return image
+    rgba = image.convert("RGBA")
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32)
+    if alpha.min() == 255:
+        return rgba.convert("RGB")
+    brightness = np.asarray(rgba.convert("L"), dtype=np.float32)
+    visible_brightness = (brightness * alpha).sum() / max(alpha.sum(), 1.0)
+    background = 255 if visible_brightness < 128 else 0
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (background, background, background, 255)), rgba)
+
+
+def to_eight_bits(image: Image.Image) -> Image.Image:
+    """Return a 16-bit, 32-bit or floating-point grey picture as 8-bit grey, scaled by its full range."""
+    # Pillow's own conversion clips: every 16-bit value above 255 would come out white.
+    values = np.asarray(image, dtype=np.float32)
+    if image.mode.startswith("I;16") or (image.mode == "I" and values.max() > 255):
+        full_range = 65535.0
+    else:
+        full_range = 1.0 if image.mode == "F" and values.max() <= 1.0 else 255.0
+    return Image.fromarray((np.clip(values / full_range, 0.0, 1.0) * 255).round().astype(np.uint8))
+
+
+def grey_image(image: Image.Image, side: int = WORKING_SIDE) -> Image.Image:
+    """Return the picture as 8-bit grey, resized so the longest side is ``side`` pixels, lightly blurred (chapter 5)."""
+    image = flatten_transparency(image)
+    grey = to_eight_bits(image) if image.mode.startswith("I") or image.mode == "F" else image.convert("L")
+    scale = side / max(grey.size)
+    size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
+    # A 3x3 blur, so that single noisy pixels cannot pass for ink.
+    return grey.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0).filter(ImageFilter.BoxBlur(1))
+
+
+def weighted_median(values: np.ndarray, counts: np.ndarray) -> float:
+    """Return the median of ``values`` each repeated ``counts`` times: the median of a histogram."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(counts[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def ink_is_dark(grey: Image.Image) -> bool:
+    """Return True when the ink is darker than the background: most pixels are background, ink is the far extreme."""
+    typical = weighted_median(LEVELS, np.array(grey.histogram()))
+    darkest, brightest = grey.getextrema()
+    return typical - darkest >= brightest - typical
+
+
+def background(signed: Image.Image) -> np.ndarray:
+    """Return the paper's level under the ink (ink bright in ``signed``): a smooth surface fitted around the strokes."""
+    # Light on paper changes slowly (a gradient, a vignette), so a quadratic surface describes it, and
+    # a quarter of the resolution is enough to fit it. Ink stands above the paper, so a second fit
+    # leaves out the pixels well above the first.
+    coarse = np.asarray(signed.reduce(4), dtype=np.float64)
+    scale = max(signed.size)
+    # Coarse pixel i averages full-size pixels 4i to 4i + 3, so it sits at 4i + 1.5.
+    rows = (np.arange(coarse.shape[0]) * 4 + 1.5) / scale
+    columns = (np.arange(coarse.shape[1]) * 4 + 1.5) / scale
+    terms = quadratic_terms(np.repeat(rows, len(columns)), np.tile(columns, len(rows)))
+    values = coarse.ravel()
+    residual = values - terms @ least_squares(terms, values)
+    typical = np.median(residual)
+    paper = residual <= typical + max(3 * 1.4826 * np.median(np.abs(residual - typical)), 2.0)
+    constant, x, y, xx, xy, yy = least_squares(terms[paper], values[paper])
+    rows = np.arange(signed.height)[:, None] / scale
+    columns = np.arange(signed.width)[None, :] / scale
+    return (constant + y * rows + yy * rows**2) + (x + xy * rows) * columns + xx * columns**2
+
+
+def least_squares(terms: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Return the coefficients that make ``terms @ coefficients`` closest to ``values`` (least squares)."""
+    # The normal equations of six unknowns: far cheaper than a general solver for so small a system.
+    return np.linalg.solve(terms.T @ terms + 1e-9 * np.eye(terms.shape[1]), terms.T @ values)
+
+
+def quadratic_terms(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Return one row of 1, x, y, x², xy and y² per point, for points at rows ``y`` and columns ``x``."""
+    return np.column_stack([np.ones_like(x), x, y, x * x, x * y, y * y])
+
+
+def ink_map(grey: Image.Image, dark_ink: bool) -> np.ndarray:
+    """Return each pixel's ink, uint8 0 to 255, with uneven light and the paper's noise removed (chapter 5)."""
+    signed = ImageChops.invert(grey) if dark_ink else grey
+    ink = np.clip(np.asarray(signed) - background(signed), 0, 255).round().astype(np.uint8)
+    # Most pixels hold no ink, so the median and the median deviation of the ink measure the paper's noise.
+    counts = np.bincount(ink.ravel(), minlength=256)
+    typical = weighted_median(LEVELS, counts)
+    noise = typical + 4 * 1.4826 * weighted_median(np.abs(LEVELS - typical), counts)
+    strongest = int(ink.max())
+    if strongest < MIN_CONTRAST * 255 or strongest < 2 * noise:
+        raise InvalidImageError(f"no ink found: the picture is blank or too faint (contrast {strongest / 255:.0%}); "
+                                "write the digit darker or photograph it in better light")
+    floor = max(noise, 0.2 * strongest)
+    stretch = (np.clip((LEVELS - floor) / (strongest - floor), 0.0, 1.0) * 255).round().astype(np.uint8)
+    return stretch[ink]
+
+
+def crop_to_ink(ink: np.ndarray) -> np.ndarray:
+    """Return the ink map cropped to the digit's box, specks much lighter than the digit left out (chapter 5)."""
+    pieces, _ = ndimage.label(ink > 0, structure=np.ones((3, 3)))
+    masses = np.bincount(pieces.ravel(), weights=ink.ravel())
+    masses[0] = 0.0
+    digit = ink * (masses >= MIN_PIECE_SHARE * masses.max())[pieces]
+    rows = np.flatnonzero(digit.any(axis=1))
+    columns = np.flatnonzero(digit.any(axis=0))
+    return digit[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+
+
+def scale_to_box(cropped: np.ndarray, box: int = BOX_SIDE) -> np.ndarray:
+    """Return the digit (uint8), longest side ``box`` pixels, aspect ratio kept, brightest pixel 255 (chapter 5)."""
+    height, width = cropped.shape
+    scale = box / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    scaled = np.asarray(Image.fromarray(cropped).resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    # Shrinking a thin stroke greys it; MNIST's strokes reach full white, so restore the contrast.
+    return (scaled * (255 / max(float(scaled.max()), 1.0))).round().astype(np.uint8)
+
+
+def centre_by_mass(scaled: np.ndarray, field: int = FIELD_SIDE) -> np.ndarray:
+    """Return a square uint8 field with the digit's centre of mass at its centre pixel, as in MNIST (chapter 5)."""
+    height, width = scaled.shape
+    centre_row, centre_column = ndimage.center_of_mass(scaled.astype(np.float64))
+    # Shift by whole pixels, as MNIST did, and never push the digit out of the field.
+    top = int(np.clip(round(field / 2 - centre_row), 0, field - height))
+    left = int(np.clip(round(field / 2 - centre_column), 0, field - width))
+    centred = np.zeros((field, field), dtype=np.uint8)
+    centred[top:top + height, left:left + width] = scaled
+    return centred
+
+
+@overload
+def preprocess_image(image: ImageSource, normalization: tuple[float, float] = ..., *,
+                     keep_steps: Literal[False] = ..., max_pixels: int = ...) -> torch.Tensor: ...
+@overload
+def preprocess_image(image: ImageSource, normalization: tuple[float, float] = ..., *,
+                     keep_steps: Literal[True], max_pixels: int = ...) -> PreprocessSteps: ...
+def preprocess_image(
+    image: ImageSource,
+    normalization: tuple[float, float] = MNIST_NORMALIZATION,
+    *,
+    keep_steps: bool = False,
+    max_pixels: int = MAX_PIXELS,
+) -> torch.Tensor | PreprocessSteps:
+    """Return the picture made to look like MNIST, as a normalised (1, 1, 28, 28) batch, or every step (chapter 5)."""
+    grey = grey_image(open_image(image, max_pixels=max_pixels))
+    dark_ink = ink_is_dark(grey)
+    ink = ink_map(grey, dark_ink)
+    cropped = crop_to_ink(ink)
+    scaled = scale_to_box(cropped)
+    centred = centre_by_mass(scaled)
+    tensor = normalize(torch.from_numpy(centred)[None], *normalization)
+    if not keep_steps:
+        return tensor
+    return PreprocessSteps(np.asarray(grey), dark_ink, ink, cropped, scaled, centred, tensor)
+
+
+def resize_naively(image: ImageSource, normalization: tuple[float, float] = MNIST_NORMALIZATION) -> torch.Tensor:
+    """Return the picture squashed to 28x28 grey and normalised, none of MNIST's steps: the baseline (chapter 5)."""
+    grey = open_image(image).convert("L").resize((FIELD_SIDE, FIELD_SIDE), Image.Resampling.BILINEAR)
+    return normalize(torch.from_numpy(np.asarray(grey).copy())[None], *normalization)
+
+
+class Predictor:
+    """A model with its normalisation and device, ready to read pictures; it puts the model in eval mode (chapter 5)."""
+
+    def __init__(
+        self,
+        model: nn.Module | Checkpoint | None = None,
+        normalization: tuple[float, float] | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if model is None:
+            model = load_pretrained()
+        if isinstance(model, Checkpoint):
+            normalization = normalization or model.normalization
+            model = model.model
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        # Convolutions run about twice as fast on a CPU with the channels stored last.
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.normalization = normalization or MNIST_NORMALIZATION
+
+    @torch.no_grad()
+    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        """Return the (N, 10) softmax probabilities for a normalised batch (N, 1, 28, 28)."""
+        return self.model(batch.to(self.device)).float().softmax(1).cpu().numpy()
+
+    def predict_batch(self, batch: torch.Tensor) -> list[Prediction]:
+        """Return one Prediction per image of a normalised batch (N, 1, 28, 28)."""
+        return [Prediction(int(p.argmax()), float(p.max()), p) for p in self.probabilities(batch)]
+
+    def preprocess(self, image: ImageSource) -> torch.Tensor:
+        """Return the picture preprocessed with this model's normalisation, shape (1, 1, 28, 28)."""
+        return preprocess_image(image, self.normalization)
+
+    def predict(self, image: ImageSource) -> Prediction:
+        """Return the prediction for one picture."""
+        return self.predict_batch(self.preprocess(image))[0]
+
+    def predict_many(self, images: Iterable[ImageSource], batch_size: int = 256) -> list[Prediction]:
+        """Return the predictions for many pictures, run through the model in batches; a bad picture raises."""
+        predictions: list[Prediction] = []
+        pending: list[torch.Tensor] = []
+        for image in images:
+            pending.append(self.preprocess(image))
+            if len(pending) == batch_size:
+                predictions += self.predict_batch(torch.cat(pending))
+                pending = []
+        if pending:
+            predictions += self.predict_batch(torch.cat(pending))
+        return predictions
+
+    def predict_files(self, paths: Iterable[str | os.PathLike[str]], batch_size: int = 256) -> list[FileResult]:
+        """Return one FileResult per file, in order; a file that fails carries its error and the others go on."""
+        results: list[FileResult | None] = []
+        pending: list[tuple[int, Path, torch.Tensor]] = []
+
+        def flush() -> None:
+            predictions = self.predict_batch(torch.cat([tensor for _, _, tensor in pending]))
+            for (index, path, _), prediction in zip(pending, predictions):
+                results[index] = FileResult(path, prediction)
+            pending.clear()
+
+        for path in map(Path, paths):
+            results.append(None)
+            try:
+                pending.append((len(results) - 1, path, self.preprocess(path)))
+            except InvalidImageError as error:
+                results[-1] = FileResult(path, error=str(error))
+            if len(pending) == batch_size:
+                flush()
+        if pending:
+            flush()
+        return [result for result in results if result is not None]
+
+
+@functools.lru_cache(maxsize=1)
+def default_predictor() -> Predictor:
+    """Return the Predictor of the shipped pretrained model, loaded once (chapter 5)."""
+    return Predictor()
+
+
+def as_predictor(model: Predictor | Checkpoint | nn.Module | None) -> Predictor:
+    """Return a Predictor for a model, a checkpoint, a Predictor, or None (the shipped pretrained model)."""
+    if model is None:
+        return default_predictor()
+    if isinstance(model, Predictor):
+        return model
+    return Predictor(model)
+
+
+def predict_image(image: ImageSource, model: Predictor | Checkpoint | nn.Module | None = None) -> Prediction:
+    """Return the predicted digit, its confidence and the ten probabilities for one picture (chapter 5)."""
+    return as_predictor(model).predict(image)
+
+
+def predict_images(
+    images: Iterable[ImageSource], model: Predictor | Checkpoint | nn.Module | None = None, *, batch_size: int = 256
+) -> list[Prediction]:
+    """Return the predictions for many pictures, batched through the model; a bad picture raises (chapter 5)."""
+    return as_predictor(model).predict_many(images, batch_size)
+
+
+def image_extensions() -> frozenset[str]:
+    """Return the file extensions (lower case, with the dot) of the formats Pillow can open."""
+    Image.init()
+    return frozenset(extension for extension, format_name in Image.registered_extensions().items()
+                     if format_name in Image.OPEN)
+
+
+def image_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Return the image files under a folder and its subfolders, sorted, hidden files skipped (chapter 5)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InvalidImageError(f"{root} is not a folder; pass a folder of pictures")
+    extensions = image_extensions()
+    return sorted(
+        path for path in root.rglob("*")
+        if path.suffix.lower() in extensions and path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    )
+
+
+def predict_folder(
+    folder: str | os.PathLike[str], model: Predictor | Checkpoint | nn.Module | None = None, *, batch_size: int = 256
+) -> list[FileResult]:
+    """Return one FileResult per image file under the folder; files that fail carry their error (chapter 5)."""
+    return as_predictor(model).predict_files(image_files(folder), batch_size)
+
+
+CSV_COLUMNS = ["path", "digit", "confidence", *(f"p{digit}" for digit in range(10)), "error"]
+
+
+def write_csv(results: Sequence[FileResult], path: str | os.PathLike[str]) -> Path:
+    """Return the path of a new CSV file with one row per result; an existing file is never written over (chapter 5)."""
+    path = Path(path)
+    try:
+        handle = open(path, "x", newline="", encoding="utf-8")
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists; choose another name or delete it first") from None
+    with handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for result in results:
+            prediction = result.prediction
+            if prediction is None:
+                writer.writerow([result.path, "", "", *[""] * 10, result.error])
+            else:
+                writer.writerow([result.path, prediction.digit, f"{prediction.confidence:.6f}",
+                                 *(f"{p:.6f}" for p in prediction.probabilities), ""])
+    return path
