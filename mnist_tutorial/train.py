@@ -27,7 +27,10 @@ Optimizer = Literal["adamw", "adam", "sgd"]
 Schedule = Literal["onecycle", "step", "none"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 CHECKPOINT_FORMAT = "mnist_tutorial.checkpoint/1"
-PRETRAINED_PATH = Path(__file__).parent / "pretrained" / "cnn.pt"
+PRETRAINED_FOLDER = Path(__file__).parent / "pretrained"
+PRETRAINED_PATH = PRETRAINED_FOLDER / "cnn.pt"
+#: The shipped model first, then two more runs of the same recipe with other seeds (an ensemble).
+PRETRAINED_NAMES = ("cnn", "cnn_seed1", "cnn_seed2")
 
 
 @dataclass
@@ -492,6 +495,8 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
     )
 
 
-def load_pretrained(device: torch.device | str = "cpu") -> Checkpoint:
-    """Return the shipped pretrained checkpoint (see its model card, pretrained/cnn.json), ready for inference (chapter 4)."""
-    return load_checkpoint(PRETRAINED_PATH, device)
+def load_pretrained(name: str = "cnn", device: torch.device | str = "cpu") -> Checkpoint:
+    """Return a shipped checkpoint (its model card is pretrained/NAME.json), ready for inference (chapter 4)."""
+    if name not in PRETRAINED_NAMES:
+        raise ValueError(f"no shipped model {name!r}; choose one of: {', '.join(PRETRAINED_NAMES)}")
+    return load_checkpoint(PRETRAINED_FOLDER / f"{name}.pt", device)

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from mnist_tutorial import load_mnist, load_pretrained
-from mnist_tutorial.evaluate import metrics, predict_split
-from mnist_tutorial.train import PRETRAINED_PATH
+from mnist_tutorial.evaluate import accuracy, average_predictions, metrics, predict_split
+from mnist_tutorial.train import PRETRAINED_FOLDER, PRETRAINED_NAMES, PRETRAINED_PATH
 
 CARD = json.loads(PRETRAINED_PATH.with_suffix(".json").read_text())
 
@@ -30,3 +30,19 @@ def test_it_scores_on_the_test_set_what_its_card_states() -> None:
     summary = metrics(predict_split(checkpoint.model, load_mnist().test, checkpoint.normalization))
     assert summary.accuracy == pytest.approx(CARD["test_accuracy"], abs=1e-4)
     assert summary.errors == CARD["test_errors"]
+
+
+def test_unknown_shipped_model_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="no shipped model 'best'; choose one of: cnn, cnn_seed1, cnn_seed2"):
+        load_pretrained("best")
+
+
+def test_the_shipped_ensemble_beats_each_member_as_the_cards_say() -> None:
+    test = load_mnist().test
+    members = []
+    for name in PRETRAINED_NAMES:
+        checkpoint = load_pretrained(name)
+        card = json.loads((PRETRAINED_FOLDER / f"{name}.json").read_text())
+        members.append(predict_split(checkpoint.model, test, checkpoint.normalization))
+        assert accuracy(members[-1]) == pytest.approx(card["test_accuracy"], abs=1e-4)
+    assert accuracy(average_predictions(members)) > max(accuracy(member) for member in members)
