@@ -1,4 +1,4 @@
-"""The command line: ``python -m mnist_tutorial download | train | evaluate``."""
+"""The command line: ``python -m mnist_tutorial download | train | evaluate | predict | export-onnx``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .data import DatasetUnavailableError, download_mnist, load_mnist
+from .export import add_export_command
 from .model import DEFAULT_MODEL, available_models, build_model, count_parameters
 from .train import CheckpointError, TrainConfig, fit, load_checkpoint, save_checkpoint
 
@@ -63,7 +64,7 @@ def _optional(kind: type) -> Callable[[str], Any]:
 
 def build_parser() -> Parser:
     """Return the parser for all subcommands."""
-    parser = Parser(prog=PROG, description="Download MNIST, train and evaluate the book's models.")
+    parser = Parser(prog=PROG, description="Download MNIST, train and evaluate the book's models, read your own digits, export to ONNX.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
 
     download = commands.add_parser("download", help="fetch and verify the four MNIST files",
@@ -99,6 +100,7 @@ def build_parser() -> Parser:
     output.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write the results to FILE, a new CSV file")
     predict.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint written by `train` (default: the shipped pretrained model)")
     predict.set_defaults(handler=run_predict)
+    add_export_command(commands)
     return parser
 
 
