@@ -21,6 +21,7 @@ import torch
 from IPython.display import Code
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from .train import History
 
@@ -477,16 +478,21 @@ def plot_confidence_histograms(
     *,
     title: str = "How confident is the model?",
 ) -> Figure:
-    """Return two histograms of the top probability, for right and for wrong predictions, with counts on a log axis (chapter 4)."""
+    """Return two histograms of the top probability, for right and for wrong predictions (chapter 4)."""
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=bool)
     bins = np.linspace(0, 1, 41)
     figure, axes = _new_figure(1, 2, figsize=(10, 3.4), sharex=True)
     for ax, mask, name, color in ((axes[0, 0], correct, "right", "C2"), (axes[0, 1], ~correct, "wrong", WRONG_COLOR)):
         ax.hist(confidence[mask], bins=bins, color=color, edgecolor="white", linewidth=0.5)
-        ax.set_yscale("log")
+        # Thousands of right predictions need a log axis; a few dozen wrong ones read better as counts.
+        if mask.sum() > 200:
+            ax.set_yscale("log")
+            ax.set_ylabel("number of images (log scale)")
+        else:
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel("number of images")
         ax.set_xlabel("confidence (probability of the predicted digit)")
-        ax.set_ylabel("number of test images (log scale)")
         ax.set_title(f"{mask.sum():,} {name} predictions (median {np.median(confidence[mask]):.2f})")
     figure.suptitle(title)
     return figure
@@ -564,6 +570,7 @@ def plot_sweep(
     hue: str | None = None,
     y: str = "val accuracy (%)",
     log_x: bool = False,
+    xlabel: str | None = None,
     title: str = "Sweep",
 ) -> Figure:
     """Return one line per ``hue`` value of an experiments table: ``y`` against the swept setting ``x`` (chapter 6)."""
@@ -574,7 +581,7 @@ def plot_sweep(
         ax.set_xscale("log")
         ax.set_xticks(sorted(table[x].unique()), [f"{value:g}" for value in sorted(table[x].unique())])
         ax.minorticks_off()
-    ax.set_xlabel(x)
+    ax.set_xlabel((xlabel or x) + (" (log scale)" if log_x else ""))
     ax.set_ylabel(y)
     ax.set_title(title)
     return figure

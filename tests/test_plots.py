@@ -6,12 +6,14 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from IPython.display import Code  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from mnist_tutorial import plots  # noqa: E402
+from mnist_tutorial.train import EpochRecord, History  # noqa: E402
 
 
 @pytest.fixture
@@ -120,3 +122,83 @@ def test_digit_grid_custom_captions_still_mark_mistakes(digits) -> None:
     figure = plots.plot_digit_grid(images[:2], labels[:2], [0, 7], captions=["p=0.9", "p=0.6"], columns=2)
     assert [ax.get_title() for ax in figure.axes] == ["p=0.9", "p=0.6"]
     assert [ax.title.get_color() for ax in figure.axes] == ["black", plots.WRONG_COLOR]
+
+
+def labelled_axes(figure: Figure) -> bool:
+    """Every chart axes has an x and a y label, its own or that of an axes it shares that axis with."""
+    charts = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
+    for ax in charts:
+        x_siblings = ax.get_shared_x_axes().get_siblings(ax)
+        y_siblings = ax.get_shared_y_axes().get_siblings(ax)
+        if not any(sibling.get_xlabel() for sibling in x_siblings):
+            return False
+        if not any(sibling.get_ylabel() for sibling in y_siblings):
+            return False
+    return True
+
+
+def small_history() -> History:
+    """Four epochs of made-up training records."""
+    return History([EpochRecord(epoch, 1 / epoch, 0.9 + epoch / 100, 1.1 / epoch, 0.95 + epoch / 200, 0.01 / epoch,
+                                0.5 / epoch, 3.0) for epoch in range(1, 5)])
+
+
+def experiments_table() -> pd.DataFrame:
+    """A made-up chapter 6 results table: two optimisers at two learning rates."""
+    return pd.DataFrame({"variant": ["a", "b", "c", "d"], "optimizer": ["sgd", "sgd", "adamw", "adamw"],
+                         "lr": [0.01, 0.1, 0.01, 0.1], "val accuracy (%)": [97.5, 98.2, 98.6, 96.0],
+                         "seconds": [10.0, 11.0, 12.0, 12.5]}).set_index("variant")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng: plots.plot_training_history(small_history()),
+        lambda rng: plots.plot_learning_rate_schedules({"a": [0.1, 0.2, 0.1], "b": [0.1] * 3}, steps_per_epoch=1),
+        lambda rng: plots.plot_confusion_matrix(rng.integers(0, 5, (10, 10)) + np.eye(10, dtype=int) * 900),
+        lambda rng: plots.plot_per_class_accuracy(rng.uniform(0.98, 1.0, 10)),
+        lambda rng: plots.plot_confidence_histograms(rng.uniform(0.2, 1.0, 500), rng.uniform(size=500) < 0.9),
+        lambda rng: plots.plot_reliability(np.linspace(0.05, 0.95, 10), np.linspace(0.1, 1.0, 10),
+                                           np.arange(10) * 10),
+        lambda rng: plots.plot_comparison(experiments_table(), title="t"),
+        lambda rng: plots.plot_sweep(experiments_table(), x="lr", hue="optimizer", log_x=True, title="t"),
+    ],
+    ids=["training_history", "lr_schedules", "confusion_matrix", "per_class_accuracy", "confidence_histograms",
+         "reliability", "comparison", "sweep"],
+)
+def test_later_chapters_charts_are_titled_labelled_and_not_left_open(make) -> None:
+    plt.close("all")
+    figure = make(np.random.default_rng(0))
+    assert isinstance(figure, Figure)
+    assert titles(figure)
+    assert labelled_axes(figure)
+    assert plt.get_fignums() == []
+
+
+def test_training_history_marks_the_kept_epoch() -> None:
+    history = small_history()
+    figure = plots.plot_training_history(history)
+    loss_ax = figure.axes[0]
+    marked = [line.get_xdata()[0] for line in loss_ax.lines if line.get_linestyle() == "--"]
+    assert marked == [history.best_epoch.epoch]
+
+
+def test_confusion_matrix_colours_only_the_mistakes() -> None:
+    matrix = np.eye(10, dtype=int) * 1000
+    matrix[9, 4] = 5
+    figure = plots.plot_confusion_matrix(matrix)
+    texts = {text.get_text() for text in figure.axes[0].texts}
+    assert {"5", "1,000"} <= texts                                 # mistakes and right answers are both printed
+    colours = figure.axes[0].collections[0].get_array()
+    assert np.ma.count_masked(colours) == 10                       # the diagonal is left out of the colour scale
+
+
+def test_feature_maps_choose_a_diverging_scale_only_for_signed_maps(digits) -> None:
+    images, _ = digits
+    signed = plots.plot_feature_maps(torch.randn(5, 7, 7), image=images[0], columns=3, title="signed")
+    positive = plots.plot_feature_maps(torch.rand(4, 14, 14), captions=list("abcd"), columns=4)
+    assert sum(bool(ax.images) for ax in signed.axes) == 6         # the input and five maps
+    assert signed.axes[1].images[0].get_cmap().name == "RdBu_r"
+    assert positive.axes[0].images[0].get_cmap().name == "magma"
+    assert [ax.get_title() for ax in positive.axes[:4]] == list("abcd")
+    assert "signed" in titles(signed)
