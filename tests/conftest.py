@@ -1,8 +1,16 @@
 """Session setup shared by the tests and the notebooks that pytest --nbval runs."""
 
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+from mnist_tutorial.data import MnistData, load_mnist
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -14,3 +22,23 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
+@pytest.fixture(scope="session")
+def mnist() -> MnistData:
+    """The real splits, loaded once per test process."""
+    return load_mnist()
+
+
+@pytest.fixture(scope="session")
+def built_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the book once into a temporary folder, warnings as errors; return its html folder."""
+    output = tmp_path_factory.mktemp("book")
+    executable = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
+    assert executable, "jupyter-book is not installed"
+    result = subprocess.run(
+        [executable, "build", str(ROOT), "-W", "--keep-going", "--path-output", str(output)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )
+    assert result.returncode == 0, f"build failed or warned:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return output / "_build" / "html"

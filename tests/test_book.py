@@ -2,9 +2,6 @@
 
 import json
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -71,20 +68,6 @@ def test_stored_outputs_are_clean(notebook: Path) -> None:
             text = json.dumps({key: value for key, value in output.get("data", {}).items() if key.startswith("text/")})
             text += "".join(output.get("text", ""))
             assert not MACHINE_PATH.search(text), f"cell {index} shows a machine path: {MACHINE_PATH.search(text)[0]}"
-
-
-@pytest.fixture(scope="module")
-def built_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the book once into a temporary folder, warnings as errors; return its html folder."""
-    output = tmp_path_factory.mktemp("book")
-    executable = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
-    assert executable, "jupyter-book is not installed"
-    result = subprocess.run(
-        [executable, "build", str(ROOT), "-W", "--keep-going", "--path-output", str(output)],
-        capture_output=True, text=True, timeout=900, cwd=ROOT,
-    )
-    assert result.returncode == 0, f"build failed or warned:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return output / "_build" / "html"
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import http.server
-import os
 import shutil
 import socket
 import stat
@@ -31,11 +30,6 @@ from mnist_tutorial.data import (
 )
 
 REAL_RAW = download_mnist(quiet=True)
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_mnist()
 
 
 def serve(folder: Path) -> Iterator[str]:

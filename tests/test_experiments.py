@@ -9,16 +9,11 @@ import pytest
 import torch
 
 from mnist_tutorial import experiments
-from mnist_tutorial.data import MnistData, Split, load_mnist
+from mnist_tutorial.data import MnistData, Split
 from mnist_tutorial.model import build_model, count_parameters
 from mnist_tutorial.train import TrainConfig
 
 QUICK = TrainConfig(epochs=1, batch_size=100, lr=3e-3, device="cpu", augment=False, ema_decay=None)
-
-
-@pytest.fixture(scope="module")
-def mnist() -> MnistData:
-    return load_mnist()
 
 
 @pytest.fixture(scope="module")

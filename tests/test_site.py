@@ -14,10 +14,7 @@ import http.server
 import json
 import os
 import re
-import shutil
 import statistics
-import subprocess
-import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -64,17 +61,9 @@ def toc_pages() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the book once into a temporary folder, warnings as errors; return its html folder."""
-    output = tmp_path_factory.mktemp("site")
-    executable = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
-    assert executable, "jupyter-book is not installed"
-    result = subprocess.run(
-        [executable, "build", str(ROOT), "-W", "--keep-going", "--path-output", str(output)],
-        capture_output=True, text=True, timeout=900, cwd=ROOT,
-    )
-    assert result.returncode == 0, f"build failed or warned:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return output / "_build" / "html"
+def site(built_html: Path) -> Path:
+    """The book built once for the session (tests/conftest.py), warnings as errors."""
+    return built_html
 
 
 def built_pages(site: Path) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_tutorial.data import MnistData, Split, load_mnist
+from mnist_tutorial.data import MnistData, Split
 from mnist_tutorial.evaluate import accuracy, predict_split
 from mnist_tutorial.model import build_model
 from mnist_tutorial.train import (
@@ -24,11 +24,6 @@ from mnist_tutorial.train import (
     save_checkpoint,
     select_device,
 )
-
-
-@pytest.fixture(scope="module")
-def mnist() -> MnistData:
-    return load_mnist()
 
 
 @pytest.fixture(scope="module")
