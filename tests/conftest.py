@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from mnist_tutorial.data import MnistData, load_mnist
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,8 +23,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def mnist() -> MnistData:
+def mnist():
     """The real splits, loaded once per test process."""
+    # Imported here, not at the top: torch must not start before pytest_configure has set
+    # OMP_NUM_THREADS, or each worker would use every core.
+    from mnist_tutorial.data import load_mnist
+
     return load_mnist()
 
 
