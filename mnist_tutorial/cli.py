@@ -80,6 +80,7 @@ def build_parser() -> Parser:
     train.add_argument("--resume", type=Path, default=None, help="continue the run saved in this checkpoint")
     train.add_argument("--data", type=Path, default=None, help="data root (default: $MNIST_TUTORIAL_DATA or ~/.cache/mnist_tutorial)")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(), help="show a progress bar per epoch (default: on in a terminal)")
+    train.add_argument("--resumable", action=argparse.BooleanOptionalAction, default=True, help="save the optimiser and schedule state so --resume can continue the run; --no-resumable writes a file 5x smaller for inference only (default: on)")
     _add_config_flags(train)
     train.set_defaults(handler=run_train)
 
@@ -141,7 +142,7 @@ def run_train(args: argparse.Namespace) -> int:
     results = {"test_accuracy": test.accuracy, "test_errors": test.errors, "train_seconds": round(seconds, 1),
                "best_epoch": history.best_epoch.epoch}
     save_checkpoint(args.out, model, normalization=data.normalization, config=config, history=history,
-                    metrics=results)
+                    metrics=results, include_training_state=args.resumable)
     card = model_card(args, model, config, history, results)
     args.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"saved {args.out} and its model card {args.out.with_suffix('.json')}")

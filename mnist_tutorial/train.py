@@ -378,7 +378,8 @@ def _restore_training_state(
     """Put optimiser, schedule, random streams, raw and averaged weights back where the checkpoint left them."""
     state = resume.training_state
     if state is None:
-        raise ValueError("this checkpoint holds no optimiser state, so training cannot resume from it")
+        raise ValueError("this checkpoint holds no optimiser state (saved with --no-resumable), so training cannot "
+                         "resume from it; start a new run without --resume")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     # Restoring both random streams makes a resumed run match an uninterrupted one.

@@ -80,6 +80,22 @@ def test_train_then_evaluate(tmp_path: Path) -> None:
     assert "macro avg" in evaluated.stdout and "top confusions (true -> predicted: times)" in evaluated.stdout
 
 
+def test_no_resumable_writes_a_smaller_checkpoint_that_refuses_to_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    resumable, inference_only = tmp_path / "resumable.pt", tmp_path / "inference.pt"
+    for out, flag in [(resumable, "--resumable"), (inference_only, "--no-resumable")]:
+        assert main(["train", "--model", "mlp", "--epochs", "1", "--no-augment", flag, "--out", str(out)]) == 0
+    assert torch.load(resumable, weights_only=True)["training_state"] is not None
+    assert torch.load(inference_only, weights_only=True)["training_state"] is None
+    assert inference_only.stat().st_size < resumable.stat().st_size / 2
+    capsys.readouterr()
+    assert main(["train", "--model", "mlp", "--epochs", "2", "--resume", str(inference_only), "--out",
+                 str(tmp_path / "more.pt")]) == 2
+    error = capsys.readouterr().err
+    assert "holds no optimiser state" in error and "without --resume" in error and len(error.strip().splitlines()) == 1
+
+
 def test_train_refuses_a_folder_as_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--epochs", "1", "--out", str(tmp_path)]) == 2
     assert "is a folder; give a file name" in capsys.readouterr().err
