@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import log_loss as sklearn_log_loss
 from torch import nn
 
 from .data import DeviceLoader, Split
@@ -86,6 +88,25 @@ def predict_with_tta(
 def accuracy(predictions: Predictions) -> float:
     """Return the share of right predictions."""
     return float(predictions.correct.mean())
+
+
+def log_loss(predictions: Predictions) -> float:
+    """Return the mean cross-entropy of the true digits' probabilities: lower is better, and finer than accuracy (chapter 6)."""
+    # float32 softmax rows sum to 1 only to within rounding, which sklearn warns about.
+    probabilities = predictions.probabilities.astype(np.float64)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    return float(sklearn_log_loss(predictions.labels, probabilities, labels=list(range(10))))
+
+
+def ensemble_candidates(architectures: Mapping[str, str]) -> dict[str, list[str]]:
+    """Return the ensembles to choose from, by name: the models of each architecture that has several, then all (chapter 6)."""
+    candidates = {}
+    for architecture in dict.fromkeys(architectures.values()):
+        names = [name for name, built in architectures.items() if built == architecture]
+        if len(names) > 1:
+            candidates[f"{len(names)} x {architecture}"] = names
+    candidates[f"all {len(architectures)}"] = list(architectures)
+    return candidates
 
 
 def confusion(predictions: Predictions) -> np.ndarray:

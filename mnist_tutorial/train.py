@@ -30,7 +30,8 @@ CHECKPOINT_FORMAT = "mnist_tutorial.checkpoint/1"
 PRETRAINED_FOLDER = Path(__file__).parent / "pretrained"
 PRETRAINED_PATH = PRETRAINED_FOLDER / "cnn.pt"
 #: The shipped model first, then two more runs of the same recipe with other seeds (an ensemble).
-PRETRAINED_NAMES = ("cnn", "cnn_seed1", "cnn_seed2")
+PRETRAINED_NAMES = ("cnn", "cnn_seed1", "cnn_seed2", "cnn_seed3", "cnn_seed4", "cnn_large", "cnn_large_seed1",
+                    "cnn_large_seed2")
 
 
 @dataclass

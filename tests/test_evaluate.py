@@ -14,7 +14,9 @@ from mnist_tutorial.evaluate import (
     accuracy,
     average_predictions,
     confusion,
+    ensemble_candidates,
     expected_calibration_error,
+    log_loss,
     metrics,
     most_confident_mistakes,
     per_class_accuracy,
@@ -130,3 +132,20 @@ def test_tta_averages_the_shifted_copies() -> None:
     by_hand = np.mean([predict_split(model, Split(shift_images(split.images, dx, dy), split.labels),
                                      (0.13, 0.31)).probabilities for dx, dy in TTA_SHIFTS], axis=0)
     assert np.allclose(shifted.probabilities, by_hand)
+
+
+def test_log_loss_is_the_mean_negative_log_probability_of_the_true_digit(sample: Predictions) -> None:
+    by_hand = -np.mean(np.log(sample.probabilities[np.arange(len(sample.labels)), sample.labels]))
+    assert log_loss(sample) == pytest.approx(by_hand)
+    sure_and_right = make_predictions(sample.labels.tolist(), sample.labels.tolist(), [0.99] * 6)
+    assert log_loss(sure_and_right) == pytest.approx(-np.log(0.99)) and log_loss(sure_and_right) < log_loss(sample)
+
+
+def test_ensemble_candidates_group_by_architecture_then_all() -> None:
+    architectures = {"cnn": "cnn", "cnn_seed1": "cnn", "mlp": "mlp", "big": "cnn_large", "big_seed1": "cnn_large"}
+    assert ensemble_candidates(architectures) == {
+        "2 x cnn": ["cnn", "cnn_seed1"],
+        "2 x cnn_large": ["big", "big_seed1"],
+        "all 5": ["cnn", "cnn_seed1", "mlp", "big", "big_seed1"],
+    }
+    assert ensemble_candidates({"only": "cnn"}) == {"all 1": ["only"]}
