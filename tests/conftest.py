@@ -18,7 +18,9 @@ def pytest_configure(config: pytest.Config) -> None:
     all cores, and two workers on two cores fight over them: small matrix products then run
     many times slower. An OMP_NUM_THREADS already set (e.g. by CI) wins.
     """
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    # The controller (no PYTEST_XDIST_WORKER_COUNT yet) must decide too: the workers inherit its
+    # environment, and setdefault would then keep its value.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or getattr(config.option, "numprocesses", None) or 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
