@@ -109,6 +109,11 @@ def ensemble_candidates(architectures: Mapping[str, str]) -> dict[str, list[str]
     return candidates
 
 
+def choose_ensemble(validation: Mapping[str, Predictions], candidates: Mapping[str, list[str]]) -> str:
+    """Return the candidate whose averaged validation predictions have the lowest log loss (chapter 6)."""
+    return min(candidates, key=lambda label: log_loss(average_predictions([validation[name] for name in candidates[label]])))
+
+
 def confusion(predictions: Predictions) -> np.ndarray:
     """Return the 10x10 confusion matrix: rows are true digits, columns predicted digits."""
     return confusion_matrix(predictions.labels, predictions.predicted, labels=list(range(10)))

@@ -13,6 +13,7 @@ from mnist_tutorial.evaluate import (
     Predictions,
     accuracy,
     average_predictions,
+    choose_ensemble,
     confusion,
     ensemble_candidates,
     expected_calibration_error,
@@ -149,3 +150,11 @@ def test_ensemble_candidates_group_by_architecture_then_all() -> None:
         "all 5": ["cnn", "cnn_seed1", "mlp", "big", "big_seed1"],
     }
     assert ensemble_candidates({"only": "cnn"}) == {"all 1": ["only"]}
+
+
+def test_choose_ensemble_takes_the_lowest_validation_log_loss(sample: Predictions) -> None:
+    labels = sample.labels.tolist()
+    validation = {"sure": make_predictions(labels, labels, [0.99] * 6),
+                  "unsure": make_predictions(labels, labels, [0.8] * 6), "wrong": sample}
+    assert choose_ensemble(validation, {"sure and unsure": ["sure", "unsure"], "sure": ["sure"]}) == "sure"
+    assert choose_ensemble(validation, {"unsure": ["unsure"], "sure and wrong": ["sure", "wrong"]}) == "unsure"
