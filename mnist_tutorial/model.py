@@ -65,8 +65,10 @@ def lenet5() -> nn.Module:
 
 def conv_block(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:
     """Return a 3x3 convolution (no bias: BatchNorm follows), optional 2x2 max-pool, BatchNorm and ReLU."""
-    # Pooling straight after the convolution gives the same features at a quarter of the
-    # BatchNorm and ReLU work, which dominates on a CPU.
+    # Pooling before BatchNorm is a speed trick: BatchNorm and ReLU then touch a quarter of the
+    # values, and that work dominates on a CPU. It is a different network from the usual
+    # conv-BN-ReLU-pool: BatchNorm's statistics are taken over the pooled maxima, and where a
+    # channel's learned scale is negative, max-pooling first keeps the other extreme.
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
         *([nn.MaxPool2d(2)] if pool else []),

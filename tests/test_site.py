@@ -49,7 +49,7 @@ UPLOADS = ["stroke-092-digit-2.png", "photo-033-digit-3.png", "photo-074-digit-4
 
 
 def toc_pages() -> list[str]:
-    """Every page the TOC lists (root, chapters and their sections), as paths without suffix."""
+    """Every page the TOC lists (root, each part's chapters and their sections), as paths without suffix."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
 
     def walk(entries: list[dict[str, Any]]) -> Iterator[str]:
@@ -57,7 +57,7 @@ def toc_pages() -> list[str]:
             yield entry["file"]
             yield from walk(entry.get("sections", []))
 
-    return [toc["root"], *walk(toc["chapters"])]
+    return [toc["root"], *(page for part in toc["parts"] for page in walk(part["chapters"]))]
 
 
 @pytest.fixture(scope="module")
