@@ -35,9 +35,11 @@ def thumbnail_png(content: bytes) -> bytes:
 
 
 def preview_png(centred: np.ndarray) -> bytes:
-    """Return a 28x28 uint8 digit enlarged PREVIEW_ZOOM times, blocky, as PNG: what the model sees."""
+    """Return a 28x28 uint8 digit enlarged PREVIEW_ZOOM times, blocky, dark ink on light, as PNG (chapter 5)."""
     side = centred.shape[0] * PREVIEW_ZOOM
-    return png_bytes(Image.fromarray(centred).resize((side, side), Image.Resampling.NEAREST))
+    # MNIST stores ink as 255; the book draws every digit dark on light paper.
+    paper = Image.fromarray(255 - centred)
+    return png_bytes(paper.resize((side, side), Image.Resampling.NEAREST))
 
 
 class ProbabilityBars(widgets.VBox):

@@ -100,7 +100,8 @@ def test_drawing_with_the_mouse_predicts_the_digit(predictor: Predictor) -> None
     assert "reads <b>1</b>" in pad.status.value
     assert bar_values(pad.bars).sum() == pytest.approx(1, abs=1e-4) and pad.bars.bars[1].bar_style == "success"
     preview = np.asarray(Image.open(io.BytesIO(pad.preview.value)))
-    assert preview.max() == 255 and preview[:, :PREVIEW_ZOOM].max() == 0
+    # Dark ink on light paper: the stroke is black, the margin white.
+    assert preview.min() == 0 and preview[:, :PREVIEW_ZOOM].min() == 255
     drawing = np.asarray(pad.drawing)
     assert drawing[140, 139] == 255 and drawing[140, 40] == 0
 

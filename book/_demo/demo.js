@@ -276,9 +276,9 @@
     show(centred, digit, probabilities) {
       const seen = this.seen.getContext("2d");
       const image = seen.createImageData(28, 28);
-      // As MNIST stores it: white ink on black.
+      // MNIST stores ink as 255; the book draws every digit dark on light paper.
       centred.forEach((ink, i) => {
-        image.data.set([ink, ink, ink, 255], 4 * i);
+        image.data.set([255 - ink, 255 - ink, 255 - ink, 255], 4 * i);
       });
       seen.putImageData(image, 0, 0);
       this.answer.textContent = String(digit);
