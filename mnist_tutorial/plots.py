@@ -140,22 +140,6 @@ def plot_digit_grid(
     return figure
 
 
-def plot_mean_digits(images: ImageBatch, labels: Labels, *, title: str = "The average image of each digit") -> Figure:
-    """Return a row of ten panels, the pixel-wise mean image of each digit, on a shared intensity scale (chapter 1)."""
-    pixels = _as_numpy(images).astype(np.float64)
-    pixels = pixels.reshape(len(pixels), *pixels.shape[-2:])
-    truth = _as_numpy(labels)
-    means = np.stack([pixels[truth == digit].mean(axis=0) for digit in range(10)])
-    figure, axes = _new_figure(1, 10, figsize=(12, 1.9))
-    for digit, ax in enumerate(axes.flat):
-        shown = ax.imshow(means[digit], cmap="magma", vmin=0, vmax=means.max(), interpolation="nearest")
-        ax.set_title(str(digit))
-        ax.set_axis_off()
-    figure.colorbar(shown, ax=axes[0, -1], label="mean intensity\n(0–255)", shrink=0.9)
-    figure.suptitle(title)
-    return figure
-
-
 def plot_weight_images(
     weights: ImageBatch,
     *,

@@ -90,13 +90,10 @@ def test_charts_are_titled_and_labelled_and_not_left_open(make, digits) -> None:
     assert plt.get_fignums() == []  # closed for pyplot: a notebook shows the returned figure once
 
 
-def test_image_panels(digits) -> None:
-    images, labels = digits
-    means = plots.plot_mean_digits(images, labels)
-    assert sum(bool(ax.images) for ax in means.axes) == 10
+def test_weight_panels() -> None:
     weights = plots.plot_weight_images(torch.randn(10, 784), columns=5)
     assert sum(bool(ax.images) for ax in weights.axes) == 10
-    assert titles(means) and titles(weights)
+    assert titles(weights)
 
 
 def test_ink_area_counts_dark_pixels() -> None:
