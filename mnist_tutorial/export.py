@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data import unwritable_folder
+from .errors import MnistTutorialError
 from .train import load_checkpoint, load_pretrained
 
 #: ONNX operator set of the export; onnxruntime-web 1.17 and later run it.
@@ -25,7 +27,7 @@ OUTPUT_NAME = "probabilities"
 DEFAULT_OUT = Path("mnist_model.onnx")
 
 
-class ExportError(ValueError):
+class ExportError(MnistTutorialError, ValueError):
     """Raised when the model cannot be exported where asked; the message says why and what to do."""
 
 
@@ -53,9 +55,11 @@ def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLik
     if out.suffix != ".onnx":
         raise ExportError(f"{out} does not end in .onnx; give a name such as {out.with_suffix('.onnx').name}")
     loaded = load_pretrained() if checkpoint is None else load_checkpoint(checkpoint)
+    problem = unwritable_folder(out.parent)
+    if problem:
+        raise ExportError(f"{out} cannot be written ({problem}); choose another out path")
     wrapped = PixelsToProbabilities(loaded.model, loaded.normalization).eval()
     example = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
-    out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.part")
     try:
         with torch.no_grad():

@@ -26,6 +26,7 @@ from scipy import ndimage
 from torch import nn
 
 from .data import normalize
+from .errors import MnistTutorialError, ModelOutputError, describe_os_error
 from .train import Checkpoint, load_pretrained
 
 #: The mean and standard deviation of MNIST's training pixels, the normalisation of every checkpoint of the book.
@@ -41,13 +42,20 @@ FIELD_SIDE = 28
 MIN_CONTRAST = 0.08
 #: Pieces of ink lighter than this share of the largest piece are specks, not part of the digit.
 MIN_PIECE_SHARE = 0.1
+#: Ink thicker than this share of the picture's longest side is no pen stroke but a shadow or the
+#: paper's edge (the book's samples reach 0.19).
+MAX_STROKE_SHARE = 0.25
+#: Float pixels this far (a share of their range) outside [0, 1] or 0-255, a resampling overshoot, are clipped.
+FLOAT_OVERSHOOT = 0.1
+#: Characters that make a spreadsheet read a CSV cell as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: The 256 grey levels of an 8-bit image, for statistics read from its histogram.
 LEVELS = np.arange(256, dtype=np.float64)
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
 
-class InvalidImageError(ValueError):
+class InvalidImageError(MnistTutorialError, ValueError):
     """Raised when a picture cannot be read or holds no digit; the message says why and what to do."""
 
 
@@ -123,6 +131,9 @@ def _readable_path(source: str | os.PathLike[str]) -> Path:
         status = path.stat()
     except FileNotFoundError:
         raise InvalidImageError(f"{path}: no such file; check the path") from None
+    except OSError as error:
+        raise InvalidImageError(f"{path} cannot be reached ({describe_os_error(error)}); check the path and the "
+                                "permissions of its folders") from None
     if stat.S_ISDIR(status.st_mode):
         raise InvalidImageError(f"{path} is a folder, not an image; pass the image files or use predict_folder")
     # A pipe or a device would block the read forever.
@@ -138,23 +149,36 @@ def array_to_image(array: np.ndarray) -> Image.Image:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)) or 0 in array.shape:
         raise InvalidImageError(f"the array has shape {array.shape}; pass (height, width) for grey "
                                 "or (height, width, 3 or 4) for colour")
+    if array.dtype.kind not in "buif":
+        raise InvalidImageError(f"the array's dtype {array.dtype} holds no pixels; pass uint8 (0-255), uint16, bool "
+                                "or floats in [0, 1]")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    if array.dtype == np.uint16 and array.ndim == 2:
+    # uint16 holding only 0-255 is 8-bit data in a wider type, not a black 16-bit picture.
+    if array.dtype == np.uint16 and array.ndim == 2 and array.max() > 255:
         return Image.fromarray(np.ascontiguousarray(array))
-    if array.dtype == np.uint16:
+    if array.dtype == np.uint16 and array.max() > 255:
         return Image.fromarray((array >> 8).astype(np.uint8))
     if array.dtype == np.bool_:
         return Image.fromarray(array.astype(np.uint8) * 255)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise InvalidImageError("the array holds NaN or infinite values; replace them before predicting")
-        scale = 255.0 if array.max() <= 1.0 else 1.0
-        return Image.fromarray(np.clip(array * scale, 0, 255).round().astype(np.uint8))
-    if np.issubdtype(array.dtype, np.integer) and array.min() >= 0 and array.max() <= 255:
+    if array.dtype.kind == "f":
+        return Image.fromarray(np.clip(array * float_scale(array), 0, 255).round().astype(np.uint8))
+    if array.min() >= 0 and array.max() <= 255:
         return Image.fromarray(array.astype(np.uint8))
     raise InvalidImageError(f"the array's {array.dtype} values (from {array.min()} to {array.max()}) are not pixels; "
                             "pass uint8 (0-255), uint16, bool or floats in [0, 1]")
+
+
+def float_scale(values: np.ndarray) -> float:
+    """Return the factor that takes float pixels to 0-255: 255 for [0, 1], 1 for 0-255; other values raise InvalidImageError."""
+    if not np.isfinite(values).all():
+        raise InvalidImageError("the picture holds NaN or infinite values; replace them before predicting")
+    low, high = float(values.min()), float(values.max())
+    for full in (1.0, 255.0):
+        if -FLOAT_OVERSHOOT * full <= low and high <= (1 + FLOAT_OVERSHOOT) * full:
+            return 255.0 / full
+    raise InvalidImageError(f"the float pixels run from {low:g} to {high:g}, neither [0, 1] nor 0-255; "
+                            "rescale them to one of those ranges")
 
 
 def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -229,13 +253,14 @@ def flatten_transparency(image: Image.Image) -> Image.Image:
 
 def to_eight_bits(image: Image.Image) -> Image.Image:
     """Return a 16-bit, 32-bit or floating-point grey picture as 8-bit grey, scaled by its full range."""
-    # Pillow's own conversion clips: every 16-bit value above 255 would come out white.
+    # Pillow's own conversion clips: every 16-bit value above 255 would come out white. Integers
+    # that all fit in 0-255 are 8-bit data in a wider type.
     values = np.asarray(image, dtype=np.float32)
-    if image.mode.startswith("I;16") or (image.mode == "I" and values.max() > 255):
-        full_range = 65535.0
+    if image.mode == "F":
+        scale = float_scale(values)
     else:
-        full_range = 1.0 if image.mode == "F" and values.max() <= 1.0 else 255.0
-    return Image.fromarray((np.clip(values / full_range, 0.0, 1.0) * 255).round().astype(np.uint8))
+        scale = 255.0 / 65535.0 if values.max() > 255 else 1.0
+    return Image.fromarray(np.clip(values * scale, 0.0, 255.0).round().astype(np.uint8))
 
 
 def grey_image(image: Image.Image, side: int = WORKING_SIDE) -> Image.Image:
@@ -317,9 +342,20 @@ def crop_to_ink(ink: np.ndarray) -> np.ndarray:
     masses = np.bincount(pieces.ravel(), weights=ink.ravel())
     masses[0] = 0.0
     digit = ink * (masses >= MIN_PIECE_SHARE * masses.max())[pieces]
+    check_strokes(digit)
     rows = np.flatnonzero(digit.any(axis=1))
     columns = np.flatnonzero(digit.any(axis=0))
     return digit[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+
+
+def check_strokes(digit: np.ndarray) -> None:
+    """Raise InvalidImageError when the ink holds an area far thicker than a pen stroke: a shadow or the paper's edge."""
+    # The picture's edge counts as ink, so that a dark area it cuts off is measured whole.
+    depth = ndimage.distance_transform_edt(np.pad(digit > 0, 1, constant_values=True))[1:-1, 1:-1]
+    thickness = 2 * float(depth.max()) / max(digit.shape)
+    if thickness > MAX_STROKE_SHARE:
+        raise InvalidImageError(f"a dark area {thickness:.0%} of the picture thick, far thicker than a pen stroke, "
+                                "looks like a shadow or the paper's edge; crop to the digit or light it evenly")
 
 
 def scale_to_box(cropped: np.ndarray, box: int = BOX_SIDE) -> np.ndarray:
@@ -401,8 +437,8 @@ class Predictor:
         return self.model(batch.to(self.device)).float().softmax(1).cpu().numpy()
 
     def predict_batch(self, batch: torch.Tensor) -> list[Prediction]:
-        """Return one Prediction per image of a normalised batch (N, 1, 28, 28)."""
-        return [Prediction(int(p.argmax()), float(p.max()), p) for p in self.probabilities(batch)]
+        """Return one Prediction per image of a normalised batch (N, 1, 28, 28); NaN outputs raise ModelOutputError."""
+        return [as_prediction(p) for p in self.probabilities(batch)]
 
     def preprocess(self, image: ImageSource) -> torch.Tensor:
         """Return the picture preprocessed with this model's normalisation, shape (1, 1, 28, 28)."""
@@ -431,9 +467,12 @@ class Predictor:
         pending: list[tuple[int, Path, torch.Tensor]] = []
 
         def flush() -> None:
-            predictions = self.predict_batch(torch.cat([tensor for _, _, tensor in pending]))
-            for (index, path, _), prediction in zip(pending, predictions):
-                results[index] = FileResult(path, prediction)
+            rows = self.probabilities(torch.cat([tensor for _, _, tensor in pending]))
+            for (index, path, _), row in zip(pending, rows):
+                try:
+                    results[index] = FileResult(path, as_prediction(row))
+                except ModelOutputError as error:
+                    results[index] = FileResult(path, error=f"{path}: {error}")
             pending.clear()
 
         for path in map(Path, paths):
@@ -447,6 +486,14 @@ class Predictor:
         if pending:
             flush()
         return [result for result in results if result is not None]
+
+
+def as_prediction(probabilities: np.ndarray) -> Prediction:
+    """Return the Prediction of ten probabilities; NaN or infinite ones raise ModelOutputError (they are no answer)."""
+    if not np.isfinite(probabilities).all():
+        raise ModelOutputError("the model gave NaN or infinite outputs, so no digit; its weights or normalisation "
+                               "are broken, re-train it")
+    return Prediction(int(probabilities.argmax()), float(probabilities.max()), probabilities)
 
 
 @functools.lru_cache(maxsize=1)
@@ -484,30 +531,70 @@ def image_extensions() -> frozenset[str]:
 
 
 def image_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """Return the image files under a folder and its subfolders, sorted, hidden files skipped (chapter 5)."""
+    """Return the image files under a folder and its subfolders, sorted, hidden files skipped (chapter 5).
+
+    Subfolders that cannot be listed are left out; ``find_image_files`` reports them.
+    """
+    return find_image_files(folder)[0]
+
+
+def find_image_files(folder: str | os.PathLike[str]) -> tuple[list[Path], list[FileResult]]:
+    """Return the image files under a folder (sorted, hidden ones skipped) and a failed result per unlistable subfolder."""
     root = Path(folder)
-    if not root.is_dir():
+    if not _is_folder(root):
         raise InvalidImageError(f"{root} is not a folder; pass a folder of pictures")
     extensions = image_extensions()
-    return sorted(
-        path for path in root.rglob("*")
-        if path.suffix.lower() in extensions and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(root).parts)
-    )
+    files: list[Path] = []
+    unlisted: list[OSError] = []
+    for top, folders, names in os.walk(root, onerror=unlisted.append):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        files += [Path(top, name) for name in names
+                  if not name.startswith(".") and Path(name).suffix.lower() in extensions and Path(top, name).is_file()]
+    failed = [FileResult(Path(error.filename), error=f"{error.filename}: the folder cannot be listed "
+                                                      f"({describe_os_error(error)}); check its permissions")
+              for error in unlisted]
+    return sorted(files), failed
+
+
+def _is_folder(path: Path) -> bool:
+    """Return True when the path is a folder; a path that cannot be reached is not one (its use reports why)."""
+    try:
+        return stat.S_ISDIR(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[FileResult]]:
+    """Return the files to read for paths of files and folders (walked), and a failed result per unlistable folder."""
+    files: list[Path] = []
+    failed: list[FileResult] = []
+    for path in map(Path, paths):
+        if _is_folder(path):
+            found, unlisted = find_image_files(path)
+            files += found
+            failed += unlisted
+        else:
+            files.append(path)
+    return files, failed
 
 
 def predict_folder(
     folder: str | os.PathLike[str], model: Predictor | Checkpoint | nn.Module | None = None, *, batch_size: int = 256
 ) -> list[FileResult]:
-    """Return one FileResult per image file under the folder; files that fail carry their error (chapter 5)."""
-    return as_predictor(model).predict_files(image_files(folder), batch_size)
+    """Return one FileResult per image file under the folder, then one per subfolder that cannot be listed (chapter 5)."""
+    files, failed = find_image_files(folder)
+    return as_predictor(model).predict_files(files, batch_size) + failed
 
 
 CSV_COLUMNS = ["path", "digit", "confidence", *(f"p{digit}" for digit in range(10)), "error"]
 
 
 def write_csv(results: Sequence[FileResult], path: str | os.PathLike[str]) -> Path:
-    """Return the path of a new CSV file with one row per result; an existing file is never written over (chapter 5)."""
+    """Return the path of a new CSV file with one row per result; an existing file is never written over (chapter 5).
+
+    A text cell that a spreadsheet would run as a formula (it starts with =, +, -, @, a tab or a
+    carriage return) is written with a leading apostrophe.
+    """
     path = Path(path)
     try:
         handle = open(path, "x", newline="", encoding="utf-8")
@@ -519,8 +606,13 @@ def write_csv(results: Sequence[FileResult], path: str | os.PathLike[str]) -> Pa
         for result in results:
             prediction = result.prediction
             if prediction is None:
-                writer.writerow([result.path, "", "", *[""] * 10, result.error])
+                writer.writerow([inert_cell(str(result.path)), "", "", *[""] * 10, inert_cell(result.error or "")])
             else:
-                writer.writerow([result.path, prediction.digit, f"{prediction.confidence:.6f}",
+                writer.writerow([inert_cell(str(result.path)), prediction.digit, f"{prediction.confidence:.6f}",
                                  *(f"{p:.6f}" for p in prediction.probabilities), ""])
     return path
+
+
+def inert_cell(text: str) -> str:
+    """Return a CSV cell's text with a leading apostrophe when a spreadsheet would read it as a formula."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text

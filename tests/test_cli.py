@@ -51,7 +51,7 @@ def test_evaluate_a_damaged_checkpoint_is_one_line(tmp_path: Path) -> None:
     damaged.write_bytes(b"PK\x03\x04 not really a zip")
     result = run("evaluate", str(damaged))
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "is truncated, corrupt or not a PyTorch file" in result.stderr
+    assert result.stderr.count("\n") == 1 and "is truncated or corrupt (File is not a zip file)" in result.stderr
 
 
 def test_download_when_the_files_are_there() -> None:

@@ -17,6 +17,7 @@ import torch
 from mnist_tutorial.data import (
     DATA_ENV_VAR,
     MNIST_FILES,
+    DataRootError,
     DatasetUnavailableError,
     DeviceLoader,
     Split,
@@ -253,3 +254,68 @@ def test_random_affine_without_change_is_the_identity(mnist) -> None:
     images = normalize(mnist.train.images[:8], mnist.mean, mnist.std)
     same = random_affine(images, torch.Generator(), degrees=0, translate=0, scale=(1, 1))
     assert torch.allclose(same, images, atol=1e-5)
+
+
+# --- a damaged .gz among the local files is a bad source: the next one is tried ----------------------
+
+@pytest.fixture(scope="module")
+def shared_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local mirror of the four real files, compressed once for the module."""
+    folder = tmp_path_factory.mktemp("shared-mirror")
+    for name in MNIST_FILES:
+        with open(REAL_RAW / name, "rb") as source, gzip.open(folder / f"{name}.gz", "wb", compresslevel=1) as out:
+            shutil.copyfileobj(source, out)
+    yield from serve(folder)
+
+
+def truncated(compressed: bytes) -> bytes:
+    return compressed[: len(compressed) // 2]
+
+
+def corrupt_stream(compressed: bytes) -> bytes:
+    return compressed[:12] + b"\xff" * 8 + compressed[20:]
+
+
+def wrong_checksum(compressed: bytes) -> bytes:
+    return compressed[:-8] + bytes([compressed[-8] ^ 0xFF]) + compressed[-7:]
+
+
+DAMAGES = {"truncated": (truncated, "EOFError"), "corrupt-stream": (corrupt_stream, "error: Error -3"),
+           "wrong-checksum": (wrong_checksum, "BadGzipFile")}
+
+
+def place_damaged_gz(root: Path, damage) -> Path:
+    raw_dir = raw_folder(root)
+    raw_dir.mkdir(parents=True)
+    damaged = raw_dir / "train-images-idx3-ubyte.gz"
+    damaged.write_bytes(damage(gzip.compress(bytes(range(256)) * 4000, compresslevel=1)))
+    return damaged
+
+
+@pytest.mark.parametrize("damage", [damage for damage, _ in DAMAGES.values()], ids=list(DAMAGES))
+def test_a_damaged_local_gz_falls_back_to_the_next_source(tmp_path: Path, shared_mirror: str, damage) -> None:
+    damaged = place_damaged_gz(tmp_path, damage)
+    before = damaged.read_bytes()
+    raw_dir = download_mnist(tmp_path, mirrors=[shared_mirror], npm=None, quiet=True)
+    for name, digest in MNIST_FILES.items():
+        assert sha256_of(raw_dir / name) == digest
+    assert damaged.read_bytes() == before  # the user's own file is left as it was
+    assert sorted(leftovers(raw_dir)) == sorted([*MNIST_FILES, damaged.name])
+
+
+@pytest.mark.parametrize(("damage", "reason"), DAMAGES.values(), ids=list(DAMAGES))
+def test_a_damaged_local_gz_is_named_when_no_source_is_left(tmp_path: Path, damage, reason: str) -> None:
+    place_damaged_gz(tmp_path, damage)
+    with pytest.raises(DatasetUnavailableError) as raised:
+        download_mnist(tmp_path, mirrors=[], npm=None, quiet=True)
+    assert (f"local .gz files: ValueError: train-images-idx3-ubyte.gz is unreadable, truncated or corrupt "
+            f"({reason}") in str(raised.value)
+
+
+def test_a_data_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.write_text("a file")
+    with pytest.raises(DataRootError, match=r"MNIST cannot be saved in .* \(a part of the path is a file, not a "
+                                            r"folder\); choose another data root \(--data, root= or \$MNIST_TUTORIAL"):
+        download_mnist(root, mirrors=[], npm=None, quiet=True)
+    assert root.read_text() == "a file"
