@@ -145,7 +145,7 @@ def test_every_ignored_output_is_asserted(page: str) -> None:
             assert any(isinstance(node, ast.Assert) for node in statements(following))
 
 
-@pytest.mark.parametrize(("page", "short"), zip(CHAPTERS, SHORT_NAMES))
+@pytest.mark.parametrize(("page", "short"), list(zip(CHAPTERS, SHORT_NAMES)))
 def test_chapters_close_with_summary_questions_and_executed_exercises(page: str, short: str) -> None:
     cells = cells_of(page)
     markdown = "\n".join(source(cell) for cell in cells if cell["cell_type"] == "markdown")
