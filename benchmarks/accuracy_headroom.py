@@ -32,40 +32,63 @@ from mnist_tutorial.train import PRETRAINED_NAMES
 TARGET = 0.997
 
 
-def row(name: str, validation: Predictions, plain: Predictions, shifted: Predictions) -> str:
+def row(
+    name: str, validation: Predictions, plain: Predictions, shifted: Predictions
+) -> str:
     """Return one Markdown table row: validation log loss and accuracy, test accuracy and errors plain and with TTA."""
-    return (f"| {name} | {log_loss(validation):.4f} | {accuracy(validation):.2%} "
-            f"| {accuracy(plain):.2%} | {int((~plain.correct).sum())} "
-            f"| {accuracy(shifted):.2%} | {int((~shifted.correct).sum())} |")
+    return (
+        f"| {name} | {log_loss(validation):.4f} | {accuracy(validation):.2%} "
+        f"| {accuracy(plain):.2%} | {int((~plain.correct).sum())} "
+        f"| {accuracy(shifted):.2%} | {int((~shifted.correct).sum())} |"
+    )
 
 
 def main() -> int:
     """Score the shipped models and the candidate ensembles, choose one on validation; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads (default: PyTorch's choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="PyTorch CPU threads (default: PyTorch's choice)",
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     data = load_mnist()
     validation, plain, shifted, architectures = {}, {}, {}, {}
-    print("| model | validation log loss | validation accuracy | test accuracy | errors | test with TTA | errors |")
+    print(
+        "| model | validation log loss | validation accuracy | test accuracy | errors | test with TTA | errors |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in PRETRAINED_NAMES:
         checkpoint = load_pretrained(name)
         architectures[name] = checkpoint.architecture["name"]
-        validation[name] = predict_split(checkpoint.model, data.validation, checkpoint.normalization)
-        plain[name] = predict_split(checkpoint.model, data.test, checkpoint.normalization)
-        shifted[name] = predict_with_tta(checkpoint.model, data.test, checkpoint.normalization)
+        validation[name] = predict_split(
+            checkpoint.model, data.validation, checkpoint.normalization
+        )
+        plain[name] = predict_split(
+            checkpoint.model, data.test, checkpoint.normalization
+        )
+        shifted[name] = predict_with_tta(
+            checkpoint.model, data.test, checkpoint.normalization
+        )
         print(row(name, validation[name], plain[name], shifted[name]), flush=True)
     candidates = ensemble_candidates(architectures)
     chosen = choose_ensemble(validation, candidates)
     for label, names in candidates.items():
         for predictions in (validation, plain, shifted):
-            predictions[label] = average_predictions([predictions[name] for name in names])
-        print(row(f"ensemble: {label}", validation[label], plain[label], shifted[label]))
-    print(f"chosen on validation: {chosen} ({', '.join(candidates[chosen])}); test accuracy "
-          f"{accuracy(plain[chosen]):.2%}, with TTA {accuracy(shifted[chosen]):.2%}; target {TARGET:.1%}: "
-          f"{'met' if accuracy(plain[chosen]) >= TARGET else 'MISSED'}")
+            predictions[label] = average_predictions(
+                [predictions[name] for name in names]
+            )
+        print(
+            row(f"ensemble: {label}", validation[label], plain[label], shifted[label])
+        )
+    print(
+        f"chosen on validation: {chosen} ({', '.join(candidates[chosen])}); test accuracy "
+        f"{accuracy(plain[chosen]):.2%}, with TTA {accuracy(shifted[chosen]):.2%}; target {TARGET:.1%}: "
+        f"{'met' if accuracy(plain[chosen]) >= TARGET else 'MISSED'}"
+    )
     return 0 if accuracy(plain[chosen]) >= TARGET else 1
 
 

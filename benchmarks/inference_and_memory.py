@@ -59,9 +59,13 @@ def main() -> None:
     for batch_size in (1, 1000):
         ours_rate = images_per_second(ours, batch_size)
         reference_rate = images_per_second(reference, batch_size)
-        print(f"batch {batch_size:>4}: ours {ours_rate:9,.0f} images/s, reference {reference_rate:9,.0f} images/s, "
-              f"ratio {ours_rate / reference_rate:.1f}x")
-    print(f"peak resident memory of one training epoch: {peak_training_memory_mib():,.0f} MiB")
+        print(
+            f"batch {batch_size:>4}: ours {ours_rate:9,.0f} images/s, reference {reference_rate:9,.0f} images/s, "
+            f"ratio {ours_rate / reference_rate:.1f}x"
+        )
+    print(
+        f"peak resident memory of one training epoch: {peak_training_memory_mib():,.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,12 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     baseline_seconds, baseline_accuracy = timed_epoch("lenet5")
     seconds, test_accuracy = timed_epoch("cnn")
-    print(f"lenet5 (baseline workload): {baseline_seconds:5.1f} s, test accuracy {baseline_accuracy:.2%}")
-    print(f"cnn (default):              {seconds:5.1f} s, test accuracy {test_accuracy:.2%}")
+    print(
+        f"lenet5 (baseline workload): {baseline_seconds:5.1f} s, test accuracy {baseline_accuracy:.2%}"
+    )
+    print(
+        f"cnn (default):              {seconds:5.1f} s, test accuracy {test_accuracy:.2%}"
+    )
     print(f"cnn / lenet5 time ratio: {seconds / baseline_seconds:.2f}")
     verdict = "meets" if seconds < 30 and test_accuracy >= 0.988 else "MISSES"
     print(f"{verdict} the target: >= 98.80% in < 30 s")

@@ -48,10 +48,24 @@ def folder_images_per_second(predictor: Predictor, folder: Path, rounds: int) ->
 def main() -> int:
     """Run both measurements, print them beside their targets, return 1 when one is missed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folder", type=Path, default=SAMPLES, help="folder of pictures (default: book/samples)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="PyTorch threads (default: 1; a 28x28 image is too small to share across cores)")
-    parser.add_argument("--rounds", type=int, default=5, help="repetitions of each measurement (default: 5)")
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        default=SAMPLES,
+        help="folder of pictures (default: book/samples)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="PyTorch threads (default: 1; a 28x28 image is too small to share across cores)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="repetitions of each measurement (default: 5)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     predictor = Predictor()
@@ -59,12 +73,22 @@ def main() -> int:
     predictor.predict_many(files[:20])  # warm-up: first calls allocate and load code
     per_image = median_ms_per_image(predictor, files, args.rounds)
     per_second = folder_images_per_second(predictor, args.folder, args.rounds)
-    print(f"{len(files)} pictures in {args.folder.name}/, {args.threads} PyTorch thread(s), torch {torch.__version__}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"one picture (read, preprocess, predict; batch of 1): median {per_image:.2f} ms "
-          f"(target < {TARGET_MS_PER_IMAGE:g} ms)")
-    print(f"whole folder (predict_folder): {per_second:.0f} images/s (target > {TARGET_IMAGES_PER_SECOND:g} images/s)")
-    return 0 if per_image < TARGET_MS_PER_IMAGE and per_second > TARGET_IMAGES_PER_SECOND else 1
+    print(
+        f"{len(files)} pictures in {args.folder.name}/, {args.threads} PyTorch thread(s), torch {torch.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"one picture (read, preprocess, predict; batch of 1): median {per_image:.2f} ms "
+        f"(target < {TARGET_MS_PER_IMAGE:g} ms)"
+    )
+    print(
+        f"whole folder (predict_folder): {per_second:.0f} images/s (target > {TARGET_IMAGES_PER_SECOND:g} images/s)"
+    )
+    return (
+        0
+        if per_image < TARGET_MS_PER_IMAGE and per_second > TARGET_IMAGES_PER_SECOND
+        else 1
+    )
 
 
 if __name__ == "__main__":

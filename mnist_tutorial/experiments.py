@@ -33,19 +33,34 @@ def subset(data: MnistData, train_size: int, *, seed: int = 0) -> MnistData:
     """Return the data with a stratified, seeded sample of ``train_size`` training images; the rest is unchanged (chapter 6)."""
     labels = data.train.labels.numpy()
     if not 10 <= train_size <= len(labels):
-        raise ValueError(f"train_size must be between 10 and {len(labels):,}, got {train_size:,}")
+        raise ValueError(
+            f"train_size must be between 10 and {len(labels):,}, got {train_size:,}"
+        )
     if train_size == len(labels):
         return data
-    chosen, _ = train_test_split(np.arange(len(labels)), train_size=train_size, stratify=labels, random_state=seed)
+    chosen, _ = train_test_split(
+        np.arange(len(labels)),
+        train_size=train_size,
+        stratify=labels,
+        random_state=seed,
+    )
     index = torch.from_numpy(np.sort(chosen))
-    return dataclasses.replace(data, train=Split(data.train.images[index], data.train.labels[index]))
+    return dataclasses.replace(
+        data, train=Split(data.train.images[index], data.train.labels[index])
+    )
 
 
 def split_changes(changes: Changes) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Return the architecture, its builder's arguments and the TrainConfig changes named in one variant (chapter 6)."""
     architecture = changes.get("model", DEFAULT_MODEL)
-    model_kwargs = {key: value for key, value in changes.items() if key != "model" and key not in CONFIG_FIELDS}
-    config_changes = {key: value for key, value in changes.items() if key in CONFIG_FIELDS}
+    model_kwargs = {
+        key: value
+        for key, value in changes.items()
+        if key != "model" and key not in CONFIG_FIELDS
+    }
+    config_changes = {
+        key: value for key, value in changes.items() if key in CONFIG_FIELDS
+    }
     return architecture, model_kwargs, config_changes
 
 
@@ -72,7 +87,9 @@ class Result:
         return parameter.default if parameter is not None else None
 
 
-def run_experiment(data: MnistData, changes: Changes | None = None, *, base: TrainConfig | None = None) -> Result:
+def run_experiment(
+    data: MnistData, changes: Changes | None = None, *, base: TrainConfig | None = None
+) -> Result:
     """Return the result of training a fresh model with ``changes`` applied to ``base`` (chapter 6)."""
     architecture, model_kwargs, config_changes = split_changes(changes or {})
     config = dataclasses.replace(base or TrainConfig(), **config_changes)
@@ -82,15 +99,27 @@ def run_experiment(data: MnistData, changes: Changes | None = None, *, base: Tra
     model = build_model(architecture, **model_kwargs)
     started = time.perf_counter()
     history = fit(model, data, config, progress=False, log=None)
-    return Result(architecture, model_kwargs, config, count_parameters(model), history,
-                  time.perf_counter() - started)
+    return Result(
+        architecture,
+        model_kwargs,
+        config,
+        count_parameters(model),
+        history,
+        time.perf_counter() - started,
+    )
 
 
 def _cache_key(changes: Changes, base: TrainConfig) -> str:
     """Return a key that is equal for two variants exactly when they train the same way."""
     architecture, model_kwargs, config_changes = split_changes(changes)
     config = dataclasses.replace(base, **config_changes)
-    return repr((architecture, sorted(model_kwargs.items()), sorted(dataclasses.asdict(config).items())))
+    return repr(
+        (
+            architecture,
+            sorted(model_kwargs.items()),
+            sorted(dataclasses.asdict(config).items()),
+        )
+    )
 
 
 def compare(
@@ -109,7 +138,9 @@ def compare(
     """
     base = base or TrainConfig()
     cache = {} if cache is None else cache
-    changed_keys = list(dict.fromkeys(key for changes in variants.values() for key in changes))
+    changed_keys = list(
+        dict.fromkeys(key for changes in variants.values() for key in changes)
+    )
     rows = []
     for name, changes in variants.items():
         key = _cache_key(changes, base)
@@ -118,16 +149,24 @@ def compare(
             cache[key] = run_experiment(data, changes, base=base)
         result = cache[key]
         best = result.history.best_epoch
-        rows.append({
-            "variant": name,
-            **{key: result.setting(key) for key in changed_keys},
-            "parameters": result.parameters,
-            "train loss": round(best.train_loss, 4),
-            "val loss": round(best.val_loss, 4),
-            "val accuracy (%)": round(100 * best.val_accuracy, 2),
-            "seconds": round(result.seconds, 1),
-        })
+        rows.append(
+            {
+                "variant": name,
+                **{key: result.setting(key) for key in changed_keys},
+                "parameters": result.parameters,
+                "train loss": round(best.train_loss, 4),
+                "val loss": round(best.val_loss, 4),
+                "val accuracy (%)": round(100 * best.val_accuracy, 2),
+                "seconds": round(result.seconds, 1),
+            }
+        )
         if log:
-            log(f"{name:<22} val accuracy {best.val_accuracy:.2%}  "
-                + ("(same settings as an earlier run: reused)" if reused else f"({result.seconds:.1f} s)"))
+            log(
+                f"{name:<22} val accuracy {best.val_accuracy:.2%}  "
+                + (
+                    "(same settings as an earlier run: reused)"
+                    if reused
+                    else f"({result.seconds:.1f} s)"
+                )
+            )
     return pd.DataFrame(rows).set_index("variant")

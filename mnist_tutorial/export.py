@@ -47,29 +47,45 @@ class PixelsToProbabilities(nn.Module):
         return self.model(image.float() * self.scale - self.shift).softmax(dim=1)
 
 
-def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str] = DEFAULT_OUT) -> Path:
+def export_onnx(
+    checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str] = DEFAULT_OUT
+) -> Path:
     """Return the path of the ONNX file written for a checkpoint (None: the shipped pretrained model)."""
     out = Path(out)
     if out.is_dir():
-        raise ExportError(f"{out} is a folder; give a file name such as {out / DEFAULT_OUT.name}")
+        raise ExportError(
+            f"{out} is a folder; give a file name such as {out / DEFAULT_OUT.name}"
+        )
     if out.suffix != ".onnx":
-        raise ExportError(f"{out} does not end in .onnx; give a name such as {out.with_suffix('.onnx').name}")
+        raise ExportError(
+            f"{out} does not end in .onnx; give a name such as {out.with_suffix('.onnx').name}"
+        )
     loaded = load_pretrained() if checkpoint is None else load_checkpoint(checkpoint)
     problem = unwritable_folder(out.parent)
     if problem:
-        raise ExportError(f"{out} cannot be written ({problem}); choose another out path")
+        raise ExportError(
+            f"{out} cannot be written ({problem}); choose another out path"
+        )
     wrapped = PixelsToProbabilities(loaded.model, loaded.normalization).eval()
     example = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
     temporary = out.with_name(f".{out.name}.part")
     try:
         with torch.no_grad():
             program = torch.onnx.export(
-                wrapped, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                wrapped,
+                (example,),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
                 # Any batch size: the demo sends one picture, the tests many.
                 dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
-                opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
             )
-        program.model.metadata_props.update(_metadata(loaded.architecture, loaded.normalization, checkpoint))
+        program.model.metadata_props.update(
+            _metadata(loaded.architecture, loaded.normalization, checkpoint)
+        )
         program.save(temporary, external_data=False)
         os.replace(temporary, out)
     finally:
@@ -77,8 +93,11 @@ def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLik
     return out
 
 
-def _metadata(architecture: dict[str, Any], normalization: tuple[float, float],
-              checkpoint: str | os.PathLike[str] | None) -> dict[str, str]:
+def _metadata(
+    architecture: dict[str, Any],
+    normalization: tuple[float, float],
+    checkpoint: str | os.PathLike[str] | None,
+) -> dict[str, str]:
     """Return the provenance stored in the ONNX file: architecture, normalisation and source checkpoint."""
     return {
         "architecture": str(architecture.get("name")),
@@ -92,20 +111,32 @@ def _metadata(architecture: dict[str, Any], normalization: tuple[float, float],
 def run_export(args: argparse.Namespace) -> int:
     """Export the checkpoint named on the command line and report the file; return the exit code."""
     path = export_onnx(args.checkpoint, args.out)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {INPUT_NAME} uint8 (batch, 1, 28, 28) -> "
-          f"{OUTPUT_NAME} (batch, 10)")
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {INPUT_NAME} uint8 (batch, 1, 28, 28) -> "
+        f"{OUTPUT_NAME} (batch, 10)"
+    )
     return 0
 
 
 def add_export_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Return the ``export-onnx`` subcommand after adding it to the CLI's subparsers."""
     export = commands.add_parser(
-        "export-onnx", help="export a checkpoint to ONNX for the browser demo",
+        "export-onnx",
+        help="export a checkpoint to ONNX for the browser demo",
         description="Write a checkpoint as a self-contained ONNX model: uint8 28x28 pictures in, the ten "
-                    "probabilities out (normalisation and softmax included).")
-    export.add_argument("--checkpoint", type=Path, default=None,
-                        help="a checkpoint written by `train` (default: the shipped pretrained model)")
-    export.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"ONNX file to write; its folder is created (default: {DEFAULT_OUT})")
+        "probabilities out (normalisation and softmax included).",
+    )
+    export.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="a checkpoint written by `train` (default: the shipped pretrained model)",
+    )
+    export.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"ONNX file to write; its folder is created (default: {DEFAULT_OUT})",
+    )
     export.set_defaults(handler=run_export)
     return export

@@ -32,7 +32,9 @@ def available_models() -> list[str]:
 def build_model(name: str = DEFAULT_MODEL, **kwargs: Any) -> nn.Module:
     """Return a freshly initialised model of a registered architecture; it remembers its name and arguments."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(available_models())}")
+        raise ValueError(
+            f"unknown model {name!r}; choose one of: {', '.join(available_models())}"
+        )
     model = MODELS[name](**kwargs)
     model.architecture = {"name": name, "kwargs": dict(kwargs)}
     return model
@@ -44,8 +46,12 @@ def mlp(hidden: tuple[int, int] = (256, 128), dropout: float = 0.0) -> nn.Module
     first, second = hidden
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(28 * 28, first), nn.ReLU(), nn.Dropout(dropout),
-        nn.Linear(first, second), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(28 * 28, first),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(first, second),
+        nn.ReLU(),
+        nn.Dropout(dropout),
         nn.Linear(second, 10),
     )
 
@@ -54,16 +60,24 @@ def mlp(hidden: tuple[int, int] = (256, 128), dropout: float = 0.0) -> nn.Module
 def lenet5() -> nn.Module:
     """Return LeCun et al.'s 1998 LeNet-5: tanh, average pooling, 6-16-120-84-10 (chapter 2)."""
     return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Conv2d(1, 6, 5, padding=2),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
         nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120), nn.Tanh(),
-        nn.Linear(120, 84), nn.Tanh(),
+        nn.Linear(16 * 5 * 5, 120),
+        nn.Tanh(),
+        nn.Linear(120, 84),
+        nn.Tanh(),
         nn.Linear(84, 10),
     )
 
 
-def conv_block(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:
+def conv_block(
+    in_channels: int, out_channels: int, pool: bool = False
+) -> nn.Sequential:
     """Return a 3x3 convolution (no bias: BatchNorm follows), optional 2x2 max-pool, BatchNorm and ReLU."""
     # Pooling before BatchNorm is a speed trick: BatchNorm and ReLU then touch a quarter of the
     # values, and that work dominates on a CPU. It is a different network from the usual
@@ -82,8 +96,8 @@ def cnn(widths: tuple[int, int, int] = (24, 48, 96), dropout: float = 0.1) -> nn
     """Return the default small CNN: three conv blocks, two of them pooling, and a linear head on all 7x7 features (chapter 2)."""
     first, second, third = widths
     return nn.Sequential(
-        conv_block(1, first, pool=True),        # 28 -> 14
-        conv_block(first, second, pool=True),   # 14 -> 7
+        conv_block(1, first, pool=True),  # 28 -> 14
+        conv_block(first, second, pool=True),  # 14 -> 7
         conv_block(second, third),
         # A linear layer that sees where each feature is learns far faster than one fed a global
         # average, for few multiply-adds.
@@ -97,17 +111,26 @@ def cnn(widths: tuple[int, int, int] = (24, 48, 96), dropout: float = 0.1) -> nn
 def cnn_large(dropout: float = 0.25) -> nn.Module:
     """Return the four-conv, BatchNorm and dropout CNN of about 870k parameters (chapter 2)."""
     return nn.Sequential(
-        conv_block(1, 32), conv_block(32, 32, pool=True), nn.Dropout(dropout),
-        conv_block(32, 64), conv_block(64, 64, pool=True), nn.Dropout(dropout),
+        conv_block(1, 32),
+        conv_block(32, 32, pool=True),
+        nn.Dropout(dropout),
+        conv_block(32, 64),
+        conv_block(64, 64, pool=True),
+        nn.Dropout(dropout),
         nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 256, bias=False), nn.BatchNorm1d(256), nn.ReLU(inplace=True), nn.Dropout(2 * dropout),
+        nn.Linear(64 * 7 * 7, 256, bias=False),
+        nn.BatchNorm1d(256),
+        nn.ReLU(inplace=True),
+        nn.Dropout(2 * dropout),
         nn.Linear(256, 10),
     )
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Return the number of (trainable) parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    return sum(
+        p.numel() for p in model.parameters() if p.requires_grad or not trainable_only
+    )
 
 
 @dataclass(frozen=True)
@@ -123,14 +146,21 @@ class LayerSummary:
 
 def _multiply_adds(module: nn.Module, output: torch.Tensor) -> int:
     if isinstance(module, nn.Conv2d):
-        kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        kernel = (
+            module.kernel_size[0]
+            * module.kernel_size[1]
+            * module.in_channels
+            // module.groups
+        )
         return output[0].numel() * kernel
     if isinstance(module, nn.Linear):
         return module.in_features * module.out_features
     return 0
 
 
-def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> list[LayerSummary]:
+def summarize(
+    model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)
+) -> list[LayerSummary]:
     """Return a per-layer summary, found by running one zero batch through the model in eval mode."""
     rows: list[LayerSummary] = []
     hooks = []
@@ -138,14 +168,18 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -
         if list(module.children()):
             continue
 
-        def record(module: nn.Module, inputs: Any, output: torch.Tensor, name: str = name) -> None:
-            rows.append(LayerSummary(
-                name=name,
-                kind=type(module).__name__,
-                output_shape=tuple(output.shape[1:]),
-                parameters=sum(p.numel() for p in module.parameters()),
-                multiply_adds=_multiply_adds(module, output),
-            ))
+        def record(
+            module: nn.Module, inputs: Any, output: torch.Tensor, name: str = name
+        ) -> None:
+            rows.append(
+                LayerSummary(
+                    name=name,
+                    kind=type(module).__name__,
+                    output_shape=tuple(output.shape[1:]),
+                    parameters=sum(p.numel() for p in module.parameters()),
+                    multiply_adds=_multiply_adds(module, output),
+                )
+            )
 
         hooks.append(module.register_forward_hook(record))
     was_training = model.training
@@ -163,9 +197,15 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -
 
 def format_summary(rows: list[LayerSummary]) -> str:
     """Return the summary as an aligned text table with totals."""
-    lines = [f"{'layer':<8} {'type':<18} {'output shape':<16} {'parameters':>11} {'mult-adds':>11}"]
+    lines = [
+        f"{'layer':<8} {'type':<18} {'output shape':<16} {'parameters':>11} {'mult-adds':>11}"
+    ]
     for row in rows:
         shape = "x".join(map(str, row.output_shape))
-        lines.append(f"{row.name:<8} {row.kind:<18} {shape:<16} {row.parameters:>11,} {row.multiply_adds:>11,}")
-    lines.append(f"{'total':<44} {sum(r.parameters for r in rows):>11,} {sum(r.multiply_adds for r in rows):>11,}")
+        lines.append(
+            f"{row.name:<8} {row.kind:<18} {shape:<16} {row.parameters:>11,} {row.multiply_adds:>11,}"
+        )
+    lines.append(
+        f"{'total':<44} {sum(r.parameters for r in rows):>11,} {sum(r.multiply_adds for r in rows):>11,}"
+    )
     return "\n".join(lines)

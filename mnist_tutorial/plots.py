@@ -29,7 +29,9 @@ ImageBatch = np.ndarray | torch.Tensor
 Labels = np.ndarray | torch.Tensor | Sequence[int]
 
 #: One colour per digit (matplotlib's tab10), the same in every chapter.
-DIGIT_COLORS: tuple[tuple[float, float, float], ...] = tuple(plt.get_cmap("tab10").colors)  # type: ignore[attr-defined]
+DIGIT_COLORS: tuple[tuple[float, float, float], ...] = tuple(
+    plt.get_cmap("tab10").colors
+)  # type: ignore[attr-defined]
 #: Ink is drawn dark on white: easier to read, and how the digits were written.
 INK_CMAP = "gray_r"
 WRONG_COLOR = "#c0392b"
@@ -86,9 +88,13 @@ def _as_numpy(values: ImageBatch | Labels) -> np.ndarray:
     return np.asarray(values)
 
 
-def _new_figure(rows: int = 1, columns: int = 1, **kwargs: object) -> tuple[Figure, np.ndarray]:
+def _new_figure(
+    rows: int = 1, columns: int = 1, **kwargs: object
+) -> tuple[Figure, np.ndarray]:
     """Return a constrained-layout figure and its axes as a 2-D array, closed for pyplot."""
-    figure, axes = plt.subplots(rows, columns, squeeze=False, layout="constrained", **kwargs)
+    figure, axes = plt.subplots(
+        rows, columns, squeeze=False, layout="constrained", **kwargs
+    )
     plt.close(figure)
     return figure, axes
 
@@ -115,12 +121,16 @@ def plot_digit_grid(
     pixels = pixels.reshape(len(pixels), *pixels.shape[-2:])
     truth = _as_numpy(labels)
     guessed = _as_numpy(predictions) if predictions is not None else None
-    if len(pixels) != len(truth) or (guessed is not None and len(guessed) != len(truth)):
+    if len(pixels) != len(truth) or (
+        guessed is not None and len(guessed) != len(truth)
+    ):
         sizes = [len(pixels), len(truth)] + ([] if guessed is None else [len(guessed)])
         raise ValueError(f"images, labels (and predictions) differ in length: {sizes}")
     count = len(pixels)
     rows = max(1, -(-count // columns))
-    figure, axes = _new_figure(rows, columns, figsize=(columns * panel_size, rows * panel_size + 0.5))
+    figure, axes = _new_figure(
+        rows, columns, figsize=(columns * panel_size, rows * panel_size + 0.5)
+    )
     value_range = {"vmin": 0, "vmax": 255} if pixels.dtype == np.uint8 else {}
     for index, ax in enumerate(axes.flat):
         ax.set_axis_off()
@@ -134,7 +144,13 @@ def plot_digit_grid(
             caption = f"{truth[index]} → {guessed[index]}"
         else:
             caption = str(truth[index])
-        ax.set_title(caption, fontsize=9, fontweight="normal", color=WRONG_COLOR if wrong else "black", pad=2)
+        ax.set_title(
+            caption,
+            fontsize=9,
+            fontweight="normal",
+            color=WRONG_COLOR if wrong else "black",
+            pad=2,
+        )
     if title:
         figure.suptitle(title)
     return figure
@@ -152,12 +168,20 @@ def plot_weight_images(
     values = _as_numpy(weights).astype(np.float64)
     values = values.reshape(len(values), 28, 28)
     rows = max(1, -(-len(values) // columns))
-    figure, axes = _new_figure(rows, columns, figsize=(columns * 1.2 + 0.8, rows * 1.2 + 0.5))
+    figure, axes = _new_figure(
+        rows, columns, figsize=(columns * 1.2 + 0.8, rows * 1.2 + 0.5)
+    )
     limit = np.abs(values).max()
     for index, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if index < len(values):
-            shown = ax.imshow(values[index], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+            shown = ax.imshow(
+                values[index],
+                cmap="RdBu_r",
+                vmin=-limit,
+                vmax=limit,
+                interpolation="nearest",
+            )
             caption = captions[index] if captions is not None else f"unit {index}"
             ax.set_title(caption, fontsize=8, fontweight="normal", pad=2)
     figure.colorbar(shown, ax=axes[:, -1], label=value_label, shrink=0.8)
@@ -168,7 +192,9 @@ def plot_weight_images(
 # ----- Distributions ---------------------------------------------------------------------------
 
 
-def plot_class_distribution(labels_by_split: Mapping[str, Labels], *, title: str = "How many of each digit?") -> Figure:
+def plot_class_distribution(
+    labels_by_split: Mapping[str, Labels], *, title: str = "How many of each digit?"
+) -> Figure:
     """Return grouped bars of each digit's share of every split, with the 10 % of a balanced set marked (chapter 1)."""
     figure, axes = _new_figure(figsize=(9, 3.6))
     ax = axes[0, 0]
@@ -178,8 +204,16 @@ def plot_class_distribution(labels_by_split: Mapping[str, Labels], *, title: str
         counts = np.bincount(_as_numpy(labels), minlength=10)
         share = 100 * counts / counts.sum()
         offset = (position - (len(labels_by_split) - 1) / 2) * width
-        ax.bar(digits + offset, share, width, label=f"{name} ({counts.sum():,} images)", color=f"C{position}")
-    ax.axhline(10, color="0.3", linestyle="--", linewidth=1, label="perfectly balanced (10 %)")
+        ax.bar(
+            digits + offset,
+            share,
+            width,
+            label=f"{name} ({counts.sum():,} images)",
+            color=f"C{position}",
+        )
+    ax.axhline(
+        10, color="0.3", linestyle="--", linewidth=1, label="perfectly balanced (10 %)"
+    )
     ax.set_xticks(digits)
     ax.set_xlabel("digit")
     ax.set_ylabel("share of the split (%)")
@@ -190,7 +224,9 @@ def plot_class_distribution(labels_by_split: Mapping[str, Labels], *, title: str
     return figure
 
 
-def plot_intensity_histogram(images: ImageBatch, *, title: str = "Pixel intensities: mostly background") -> Figure:
+def plot_intensity_histogram(
+    images: ImageBatch, *, title: str = "Pixel intensities: mostly background"
+) -> Figure:
     """Return a histogram of all pixel values (0-255) with a logarithmic count axis (chapter 1)."""
     pixels = _as_numpy(images).reshape(-1)
     counts = np.bincount(pixels.astype(np.int64), minlength=256)
@@ -202,10 +238,18 @@ def plot_intensity_histogram(images: ImageBatch, *, title: str = "Pixel intensit
     ax.set_xlabel("pixel intensity (0 = background, 255 = full ink)")
     ax.set_ylabel("number of pixels (log scale)")
     share_zero, share_full = counts[0] / counts.sum(), counts[-1] / counts.sum()
-    ax.annotate(f"{share_zero:.0%} of pixels are exactly 0", xy=(0, counts[0]), xytext=(25, counts[0] / 3),
-                arrowprops={"arrowstyle": "->", "color": "0.3"})
-    ax.annotate(f"{share_full:.1%} are 255", xy=(255, counts[-1]), xytext=(185, counts[-1] * 4),
-                arrowprops={"arrowstyle": "->", "color": "0.3"})
+    ax.annotate(
+        f"{share_zero:.0%} of pixels are exactly 0",
+        xy=(0, counts[0]),
+        xytext=(25, counts[0] / 3),
+        arrowprops={"arrowstyle": "->", "color": "0.3"},
+    )
+    ax.annotate(
+        f"{share_full:.1%} are 255",
+        xy=(255, counts[-1]),
+        xytext=(185, counts[-1] * 4),
+        arrowprops={"arrowstyle": "->", "color": "0.3"},
+    )
     ax.set_title(title)
     return figure
 
@@ -222,8 +266,14 @@ def plot_measure_by_digit(
     truth = _as_numpy(labels)
     figure, axes = _new_figure(figsize=(9, 3.4))
     ax = axes[0, 0]
-    boxes = ax.boxplot([measure[truth == digit] for digit in range(10)], positions=range(10), widths=0.6,
-                       patch_artist=True, showfliers=False, medianprops={"color": "black"})
+    boxes = ax.boxplot(
+        [measure[truth == digit] for digit in range(10)],
+        positions=range(10),
+        widths=0.6,
+        patch_artist=True,
+        showfliers=False,
+        medianprops={"color": "black"},
+    )
     for digit, box in enumerate(boxes["boxes"]):
         box.set_facecolor(DIGIT_COLORS[digit])
         box.set_alpha(0.75)
@@ -247,18 +297,39 @@ def plot_embedding(
     for ax, (name, points) in zip(axes.flat, embeddings.items()):
         for digit in range(10):
             chosen = points[truth == digit]
-            ax.scatter(chosen[:, 0], chosen[:, 1], s=6, alpha=0.6, color=DIGIT_COLORS[digit], label=str(digit),
-                       linewidths=0)
+            ax.scatter(
+                chosen[:, 0],
+                chosen[:, 1],
+                s=6,
+                alpha=0.6,
+                color=DIGIT_COLORS[digit],
+                label=str(digit),
+                linewidths=0,
+            )
             centre = np.median(chosen, axis=0)
-            ax.text(*centre, str(digit), fontsize=15, fontweight="bold", ha="center", va="center",
-                    color=DIGIT_COLORS[digit], bbox={"boxstyle": "circle,pad=0.2", "facecolor": "white",
-                                                     "edgecolor": DIGIT_COLORS[digit], "alpha": 0.85})
+            ax.text(
+                *centre,
+                str(digit),
+                fontsize=15,
+                fontweight="bold",
+                ha="center",
+                va="center",
+                color=DIGIT_COLORS[digit],
+                bbox={
+                    "boxstyle": "circle,pad=0.2",
+                    "facecolor": "white",
+                    "edgecolor": DIGIT_COLORS[digit],
+                    "alpha": 0.85,
+                },
+            )
         x_label, y_label = (axis_labels or {}).get(name, ("dimension 1", "dimension 2"))
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
         ax.set_title(name)
         ax.grid(False)
-    axes[0, -1].legend(title="digit", markerscale=2.5, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    axes[0, -1].legend(
+        title="digit", markerscale=2.5, loc="center left", bbox_to_anchor=(1.0, 0.5)
+    )
     if title:
         figure.suptitle(title)
     return figure
@@ -334,22 +405,34 @@ def plot_feature_maps(
     values = values.reshape(-1, *values.shape[-2:])
     panels = len(values) + (image is not None)
     rows = max(1, -(-panels // columns))
-    figure, axes = _new_figure(rows, columns, figsize=(columns * panel_size + 0.9, rows * panel_size + 0.5))
+    figure, axes = _new_figure(
+        rows, columns, figsize=(columns * panel_size + 0.9, rows * panel_size + 0.5)
+    )
     signed = values.min() < 0
     limit = np.abs(values).max() or 1.0
-    scale = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit} if signed else {"cmap": "magma", "vmin": 0, "vmax": limit}
+    scale = (
+        {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
+        if signed
+        else {"cmap": "magma", "vmin": 0, "vmax": limit}
+    )
     for ax in axes.flat:
         ax.set_axis_off()
     flat = list(axes.flat)
     if image is not None:
         pixels = _as_numpy(image)
-        flat[0].imshow(pixels.reshape(pixels.shape[-2:]), cmap=INK_CMAP, interpolation="nearest")
+        flat[0].imshow(
+            pixels.reshape(pixels.shape[-2:]), cmap=INK_CMAP, interpolation="nearest"
+        )
         flat[0].set_title("input", fontsize=9, fontweight="normal", pad=2)
         flat = flat[1:]
     for index, (ax, values_of_map) in enumerate(zip(flat, values)):
         shown = ax.imshow(values_of_map, interpolation="nearest", **scale)
-        ax.set_title(captions[index] if captions is not None else f"map {index}", fontsize=9, fontweight="normal",
-                     pad=2)
+        ax.set_title(
+            captions[index] if captions is not None else f"map {index}",
+            fontsize=9,
+            fontweight="normal",
+            pad=2,
+        )
     figure.colorbar(shown, ax=axes[:, -1], label=value_label, shrink=0.8)
     figure.suptitle(title)
     return figure
@@ -358,7 +441,9 @@ def plot_feature_maps(
 # ----- Training (chapter 3) -------------------------------------------------------------------
 
 
-def plot_training_history(history: History, *, title: str = "Training, epoch by epoch") -> Figure:
+def plot_training_history(
+    history: History, *, title: str = "Training, epoch by epoch"
+) -> Figure:
     """Return four panels over epochs: loss and accuracy (training, validation), learning rate, gradient norm (chapter 3).
 
     A dashed line marks the epoch with the lowest validation loss, whose weights ``fit`` keeps.
@@ -368,12 +453,24 @@ def plot_training_history(history: History, *, title: str = "Training, epoch by 
     loss_ax, accuracy_ax, lr_ax, grad_ax = axes.flat
     for split, color in (("train", "C0"), ("val", "C1")):
         name = "training" if split == "train" else "validation"
-        loss_ax.plot(epochs, history.column(f"{split}_loss"), marker="o", color=color, label=name)
-        accuracy_ax.plot(epochs, 100 * np.asarray(history.column(f"{split}_accuracy")), marker="o", color=color,
-                         label=name)
+        loss_ax.plot(
+            epochs, history.column(f"{split}_loss"), marker="o", color=color, label=name
+        )
+        accuracy_ax.plot(
+            epochs,
+            100 * np.asarray(history.column(f"{split}_accuracy")),
+            marker="o",
+            color=color,
+            label=name,
+        )
     for ax in (loss_ax, accuracy_ax):
-        ax.axvline(history.best_epoch.epoch, color="0.4", linestyle="--", linewidth=1,
-                   label="lowest validation loss")
+        ax.axvline(
+            history.best_epoch.epoch,
+            color="0.4",
+            linestyle="--",
+            linewidth=1,
+            label="lowest validation loss",
+        )
         ax.legend()
     loss_ax.set_ylabel("cross-entropy (nats per image)")
     loss_ax.set_title("loss")
@@ -405,7 +502,13 @@ def plot_learning_rate_schedules(
     figure, axes = _new_figure(figsize=(9, 3.4))
     ax = axes[0, 0]
     for position, (name, rates) in enumerate(schedules.items()):
-        ax.plot(np.arange(len(rates)) / steps_per_epoch, rates, color=f"C{position}", label=name, linewidth=2)
+        ax.plot(
+            np.arange(len(rates)) / steps_per_epoch,
+            rates,
+            color=f"C{position}",
+            label=name,
+            linewidth=2,
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.set_ylim(bottom=0)
@@ -417,7 +520,9 @@ def plot_learning_rate_schedules(
 # ----- Mistakes (chapter 4) -------------------------------------------------------------------
 
 
-def plot_confusion_matrix(matrix: np.ndarray, *, title: str = "Confusion matrix") -> Figure:
+def plot_confusion_matrix(
+    matrix: np.ndarray, *, title: str = "Confusion matrix"
+) -> Figure:
     """Return a heatmap of a 10x10 confusion matrix coloured by the mistakes; the diagonal shows the right counts in grey (chapter 4)."""
     counts = np.asarray(matrix)
     mistakes = counts.astype(np.float64)
@@ -426,12 +531,30 @@ def plot_confusion_matrix(matrix: np.ndarray, *, title: str = "Confusion matrix"
     ax = axes[0, 0]
     # The right answers outnumber the mistakes a hundredfold: colouring them too would leave every
     # mistake the same pale shade.
-    sns.heatmap(mistakes, annot=True, fmt=".0f", cmap="Reds", linewidths=0.5, linecolor="white", square=True,
-                cbar_kws={"label": "number of test images (mistakes only)"}, ax=ax)
+    sns.heatmap(
+        mistakes,
+        annot=True,
+        fmt=".0f",
+        cmap="Reds",
+        linewidths=0.5,
+        linecolor="white",
+        square=True,
+        cbar_kws={"label": "number of test images (mistakes only)"},
+        ax=ax,
+    )
     for digit in range(len(counts)):
-        ax.add_patch(Rectangle((digit, digit), 1, 1, facecolor="0.92", edgecolor="white"))
-        ax.text(digit + 0.5, digit + 0.5, f"{counts[digit, digit]:,}", ha="center", va="center", fontsize=7,
-                color="0.35")
+        ax.add_patch(
+            Rectangle((digit, digit), 1, 1, facecolor="0.92", edgecolor="white")
+        )
+        ax.text(
+            digit + 0.5,
+            digit + 0.5,
+            f"{counts[digit, digit]:,}",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="0.35",
+        )
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("true digit")
     ax.grid(False)
@@ -439,13 +562,19 @@ def plot_confusion_matrix(matrix: np.ndarray, *, title: str = "Confusion matrix"
     return figure
 
 
-def plot_per_class_accuracy(accuracy: Sequence[float] | np.ndarray, *, title: str = "Accuracy per digit") -> Figure:
+def plot_per_class_accuracy(
+    accuracy: Sequence[float] | np.ndarray, *, title: str = "Accuracy per digit"
+) -> Figure:
     """Return one bar per digit of its accuracy in percent, each labelled, on a zoomed axis that says so (chapter 4)."""
     percent = 100 * np.asarray(accuracy, dtype=np.float64)
     figure, axes = _new_figure(figsize=(9, 3.4))
     ax = axes[0, 0]
-    bars = ax.bar(np.arange(len(percent)), percent, color=DIGIT_COLORS[: len(percent)], width=0.7)
-    ax.bar_label(bars, labels=[f"{value:.1f}" for value in percent], padding=2, fontsize=9)
+    bars = ax.bar(
+        np.arange(len(percent)), percent, color=DIGIT_COLORS[: len(percent)], width=0.7
+    )
+    ax.bar_label(
+        bars, labels=[f"{value:.1f}" for value in percent], padding=2, fontsize=9
+    )
     overall_floor = np.floor(percent.min() - 0.5)
     ax.set_ylim(overall_floor, 100.3)
     ax.set_xticks(np.arange(len(percent)))
@@ -467,8 +596,13 @@ def plot_confidence_histograms(
     correct = np.asarray(correct, dtype=bool)
     bins = np.linspace(0, 1, 41)
     figure, axes = _new_figure(1, 2, figsize=(10, 3.4), sharex=True)
-    for ax, mask, name, color in ((axes[0, 0], correct, "right", "C2"), (axes[0, 1], ~correct, "wrong", WRONG_COLOR)):
-        ax.hist(confidence[mask], bins=bins, color=color, edgecolor="white", linewidth=0.5)
+    for ax, mask, name, color in (
+        (axes[0, 0], correct, "right", "C2"),
+        (axes[0, 1], ~correct, "wrong", WRONG_COLOR),
+    ):
+        ax.hist(
+            confidence[mask], bins=bins, color=color, edgecolor="white", linewidth=0.5
+        )
         # Thousands of right predictions need a log axis; a few dozen wrong ones read better as counts.
         if mask.sum() > 200:
             ax.set_yscale("log")
@@ -477,7 +611,9 @@ def plot_confidence_histograms(
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("number of images")
         ax.set_xlabel("confidence (probability of the predicted digit)")
-        ax.set_title(f"{mask.sum():,} {name} predictions (median {np.median(confidence[mask]):.2f})")
+        ax.set_title(
+            f"{mask.sum():,} {name} predictions (median {np.median(confidence[mask]):.2f})"
+        )
     figure.suptitle(title)
     return figure
 
@@ -494,16 +630,28 @@ def plot_reliability(
     used = counts > 0
     bins = len(counts)
     edges = np.linspace(0, 1, bins + 1)
-    figure, axes = _new_figure(2, 1, figsize=(5.8, 6.4), sharex=True, height_ratios=(3, 1))
+    figure, axes = _new_figure(
+        2, 1, figsize=(5.8, 6.4), sharex=True, height_ratios=(3, 1)
+    )
     top, bottom = axes[:, 0]
-    top.plot([0, 1], [0, 100], linestyle="--", color="0.4", label="perfectly calibrated")
-    top.plot(mean_confidence[used], 100 * mean_accuracy[used], marker="o", color="C0", label="the model")
+    top.plot(
+        [0, 1], [0, 100], linestyle="--", color="0.4", label="perfectly calibrated"
+    )
+    top.plot(
+        mean_confidence[used],
+        100 * mean_accuracy[used],
+        marker="o",
+        color="C0",
+        label="the model",
+    )
     top.set_ylabel("accuracy in the bin (%)")
     top.set_xlim(0, 1)
     top.set_ylim(0, 101)
     top.legend(loc="upper left")
     top.set_title(title)
-    bottom.bar(edges[:-1], counts, width=1 / bins, align="edge", color="C0", edgecolor="white")
+    bottom.bar(
+        edges[:-1], counts, width=1 / bins, align="edge", color="C0", edgecolor="white"
+    )
     bottom.set_yscale("log")
     bottom.set_xlabel("confidence (probability of the predicted digit)")
     bottom.set_ylabel("images (log)")
@@ -523,16 +671,26 @@ def plot_comparison(
     """Return, for each row of an experiments table, its accuracy as a labelled dot and its training time as a bar (chapter 6)."""
     names = [str(name) for name in table.index]
     positions = np.arange(len(names))
-    figure, axes = _new_figure(1, 2, figsize=(10, 0.45 * len(names) + 1.5), sharey=True, width_ratios=(3, 2))
+    figure, axes = _new_figure(
+        1, 2, figsize=(10, 0.45 * len(names) + 1.5), sharey=True, width_ratios=(3, 2)
+    )
     accuracy_ax, time_ax = axes.flat
     # A dot, not a bar: the differences live in the last percent, and a bar cut off below would
     # exaggerate them.
     accuracy_ax.scatter(table[accuracy], positions, color="C0", s=45, zorder=3)
     for position, value in zip(positions, table[accuracy]):
-        accuracy_ax.annotate(f"{value:.2f}", (value, position), xytext=(6, 0), textcoords="offset points",
-                             va="center", fontsize=9)
+        accuracy_ax.annotate(
+            f"{value:.2f}",
+            (value, position),
+            xytext=(6, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=9,
+        )
     spread = max(table[accuracy].max() - table[accuracy].min(), 0.5)
-    accuracy_ax.set_xlim(table[accuracy].min() - 0.15 * spread, table[accuracy].max() + 0.3 * spread)
+    accuracy_ax.set_xlim(
+        table[accuracy].min() - 0.15 * spread, table[accuracy].max() + 0.3 * spread
+    )
     accuracy_ax.set_yticks(positions, names)
     accuracy_ax.invert_yaxis()
     accuracy_ax.set_xlabel(accuracy)
@@ -560,10 +718,22 @@ def plot_sweep(
     """Return one line per ``hue`` value of an experiments table: ``y`` against the swept setting ``x`` (chapter 6)."""
     figure, axes = _new_figure(figsize=(7.5, 4))
     ax = axes[0, 0]
-    sns.lineplot(data=table, x=x, y=y, hue=hue, marker="o", markersize=8, ax=ax, palette="tab10" if hue else None)
+    sns.lineplot(
+        data=table,
+        x=x,
+        y=y,
+        hue=hue,
+        marker="o",
+        markersize=8,
+        ax=ax,
+        palette="tab10" if hue else None,
+    )
     if log_x:
         ax.set_xscale("log")
-        ax.set_xticks(sorted(table[x].unique()), [f"{value:g}" for value in sorted(table[x].unique())])
+        ax.set_xticks(
+            sorted(table[x].unique()),
+            [f"{value:g}" for value in sorted(table[x].unique())],
+        )
         ax.minorticks_off()
     ax.set_xlabel((xlabel or x) + (" (log scale)" if log_x else ""))
     ax.set_ylabel(y)

@@ -52,7 +52,9 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: The 256 grey levels of an 8-bit image, for statistics read from its histogram.
 LEVELS = np.arange(256, dtype=np.float64)
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+ImageSource = Union[
+    str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray
+]
 
 
 class InvalidImageError(MnistTutorialError, ValueError):
@@ -108,7 +110,9 @@ class FileResult:
             "path": str(self.path),
             "digit": prediction.digit if prediction else None,
             "confidence": round(prediction.confidence, 6) if prediction else None,
-            "probabilities": [round(float(p), 6) for p in prediction.probabilities] if prediction else None,
+            "probabilities": [round(float(p), 6) for p in prediction.probabilities]
+            if prediction
+            else None,
             "error": self.error,
         }
 
@@ -132,26 +136,40 @@ def _readable_path(source: str | os.PathLike[str]) -> Path:
     except FileNotFoundError:
         raise InvalidImageError(f"{path}: no such file; check the path") from None
     except OSError as error:
-        raise InvalidImageError(f"{path} cannot be reached ({describe_os_error(error)}); check the path and the "
-                                "permissions of its folders") from None
+        raise InvalidImageError(
+            f"{path} cannot be reached ({describe_os_error(error)}); check the path and the "
+            "permissions of its folders"
+        ) from None
     if stat.S_ISDIR(status.st_mode):
-        raise InvalidImageError(f"{path} is a folder, not an image; pass the image files or use predict_folder")
+        raise InvalidImageError(
+            f"{path} is a folder, not an image; pass the image files or use predict_folder"
+        )
     # A pipe or a device would block the read forever.
     if not stat.S_ISREG(status.st_mode):
         raise InvalidImageError(f"{path} is not a regular file; pass an image file")
     if status.st_size == 0:
-        raise InvalidImageError(f"{path} is empty (0 bytes); re-save or re-export the picture")
+        raise InvalidImageError(
+            f"{path} is empty (0 bytes); re-save or re-export the picture"
+        )
     return path
 
 
 def array_to_image(array: np.ndarray) -> Image.Image:
     """Return a PIL image of an (H, W), (H, W, 3) or (H, W, 4) array of uint8, uint16, bool or floats (0-1 or 0-255)."""
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)) or 0 in array.shape:
-        raise InvalidImageError(f"the array has shape {array.shape}; pass (height, width) for grey "
-                                "or (height, width, 3 or 4) for colour")
+    if (
+        array.ndim not in (2, 3)
+        or (array.ndim == 3 and array.shape[2] not in (1, 3, 4))
+        or 0 in array.shape
+    ):
+        raise InvalidImageError(
+            f"the array has shape {array.shape}; pass (height, width) for grey "
+            "or (height, width, 3 or 4) for colour"
+        )
     if array.dtype.kind not in "buif":
-        raise InvalidImageError(f"the array's dtype {array.dtype} holds no pixels; pass uint8 (0-255), uint16, bool "
-                                "or floats in [0, 1]")
+        raise InvalidImageError(
+            f"the array's dtype {array.dtype} holds no pixels; pass uint8 (0-255), uint16, bool "
+            "or floats in [0, 1]"
+        )
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     # uint16 holding only 0-255 is 8-bit data in a wider type, not a black 16-bit picture.
@@ -162,23 +180,31 @@ def array_to_image(array: np.ndarray) -> Image.Image:
     if array.dtype == np.bool_:
         return Image.fromarray(array.astype(np.uint8) * 255)
     if array.dtype.kind == "f":
-        return Image.fromarray(np.clip(array * float_scale(array), 0, 255).round().astype(np.uint8))
+        return Image.fromarray(
+            np.clip(array * float_scale(array), 0, 255).round().astype(np.uint8)
+        )
     if array.min() >= 0 and array.max() <= 255:
         return Image.fromarray(array.astype(np.uint8))
-    raise InvalidImageError(f"the array's {array.dtype} values (from {array.min()} to {array.max()}) are not pixels; "
-                            "pass uint8 (0-255), uint16, bool or floats in [0, 1]")
+    raise InvalidImageError(
+        f"the array's {array.dtype} values (from {array.min()} to {array.max()}) are not pixels; "
+        "pass uint8 (0-255), uint16, bool or floats in [0, 1]"
+    )
 
 
 def float_scale(values: np.ndarray) -> float:
     """Return the factor that takes float pixels to 0-255: 255 for [0, 1], 1 for 0-255; other values raise InvalidImageError."""
     if not np.isfinite(values).all():
-        raise InvalidImageError("the picture holds NaN or infinite values; replace them before predicting")
+        raise InvalidImageError(
+            "the picture holds NaN or infinite values; replace them before predicting"
+        )
     low, high = float(values.min()), float(values.max())
     for full in (1.0, 255.0):
         if -FLOAT_OVERSHOOT * full <= low and high <= (1 + FLOAT_OVERSHOOT) * full:
             return 255.0 / full
-    raise InvalidImageError(f"the float pixels run from {low:g} to {high:g}, neither [0, 1] nor 0-255; "
-                            "rescale them to one of those ranges")
+    raise InvalidImageError(
+        f"the float pixels run from {low:g} to {high:g}, neither [0, 1] nor 0-255; "
+        "rescale them to one of those ranges"
+    )
 
 
 def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -191,13 +217,17 @@ def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Im
         return ImageOps.exif_transpose(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
-            raise InvalidImageError("the image data is empty (0 bytes); pass the content of an image file")
+            raise InvalidImageError(
+                "the image data is empty (0 bytes); pass the content of an image file"
+            )
         stream: Path | io.BytesIO = io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
         stream = _readable_path(source)
     else:
-        raise TypeError(f"cannot read a picture from {type(source).__name__}; "
-                        "pass a path, bytes, a PIL image or a NumPy array")
+        raise TypeError(
+            f"cannot read a picture from {type(source).__name__}; "
+            "pass a path, bytes, a PIL image or a NumPy array"
+        )
     try:
         # Pillow's own bomb check only warns below twice its global limit; ours is the one that counts.
         with warnings.catch_warnings():
@@ -210,36 +240,56 @@ def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Im
                 ImageOps.exif_transpose(image, in_place=True)
                 return image
     except Image.DecompressionBombError:
-        raise InvalidImageError(f"{label} is far over the {max_pixels / 1e6:g}-megapixel limit "
-                                "(a decompression bomb?); shrink it first") from None
+        raise InvalidImageError(
+            f"{label} is far over the {max_pixels / 1e6:g}-megapixel limit "
+            "(a decompression bomb?); shrink it first"
+        ) from None
     except Image.UnidentifiedImageError:
-        raise InvalidImageError(f"{label} is not an image Pillow can read (unknown format or damaged header); "
-                                "save it as PNG or JPEG") from None
+        raise InvalidImageError(
+            f"{label} is not an image Pillow can read (unknown format or damaged header); "
+            "save it as PNG or JPEG"
+        ) from None
     except PermissionError:
-        raise InvalidImageError(f"{label} cannot be read (permission denied); check the file's permissions") from None
+        raise InvalidImageError(
+            f"{label} cannot be read (permission denied); check the file's permissions"
+        ) from None
     except InvalidImageError:
         raise
     # Damaged files make decoders fail in many ways (OSError, SyntaxError, zlib, struct, index errors...).
     except Exception as error:  # noqa: BLE001
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
-        raise InvalidImageError(f"{label} is truncated or corrupt ({reason}); re-save or re-export it") from None
+        reason = (
+            str(error).strip().splitlines()[0][:120]
+            if str(error).strip()
+            else type(error).__name__
+        )
+        raise InvalidImageError(
+            f"{label} is truncated or corrupt ({reason}); re-save or re-export it"
+        ) from None
 
 
 def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
     """Raise InvalidImageError when a width x height is over the pixel limit."""
     width, height = size
     if width * height > max_pixels:
-        raise InvalidImageError(f"{label} is {width}x{height} = {width * height / 1e6:g} megapixels, over the "
-                                f"{max_pixels / 1e6:g}-megapixel limit (a decompression bomb?); shrink it first")
+        raise InvalidImageError(
+            f"{label} is {width}x{height} = {width * height / 1e6:g} megapixels, over the "
+            f"{max_pixels / 1e6:g}-megapixel limit (a decompression bomb?); shrink it first"
+        )
     if width == 0 or height == 0:
-        raise InvalidImageError(f"{label} is {width}x{height} pixels: it has no pixels; pass a real picture")
+        raise InvalidImageError(
+            f"{label} is {width}x{height} pixels: it has no pixels; pass a real picture"
+        )
 
 
 def flatten_transparency(image: Image.Image) -> Image.Image:
     """Return the picture without transparency, see-through pixels set to contrast with the visible ones (chapter 5)."""
     # Strokes drawn on a transparent layer are often black on transparent black: laying them on the
     # opposite of their own brightness keeps them visible whatever their colour.
-    if "A" not in image.getbands() and "a" not in image.getbands() and "transparency" not in image.info:
+    if (
+        "A" not in image.getbands()
+        and "a" not in image.getbands()
+        and "transparency" not in image.info
+    ):
         return image
     rgba = image.convert("RGBA")
     alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32)
@@ -248,7 +298,9 @@ def flatten_transparency(image: Image.Image) -> Image.Image:
     brightness = np.asarray(rgba.convert("L"), dtype=np.float32)
     visible_brightness = (brightness * alpha).sum() / max(alpha.sum(), 1.0)
     background = 255 if visible_brightness < 128 else 0
-    return Image.alpha_composite(Image.new("RGBA", rgba.size, (background, background, background, 255)), rgba)
+    return Image.alpha_composite(
+        Image.new("RGBA", rgba.size, (background, background, background, 255)), rgba
+    )
 
 
 def to_eight_bits(image: Image.Image) -> Image.Image:
@@ -266,11 +318,17 @@ def to_eight_bits(image: Image.Image) -> Image.Image:
 def grey_image(image: Image.Image, side: int = WORKING_SIDE) -> Image.Image:
     """Return the picture as 8-bit grey, resized so the longest side is ``side`` pixels, lightly blurred (chapter 5)."""
     image = flatten_transparency(image)
-    grey = to_eight_bits(image) if image.mode.startswith("I") or image.mode == "F" else image.convert("L")
+    grey = (
+        to_eight_bits(image)
+        if image.mode.startswith("I") or image.mode == "F"
+        else image.convert("L")
+    )
     scale = side / max(grey.size)
     size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
     # A 3x3 blur, so that single noisy pixels cannot pass for ink.
-    return grey.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0).filter(ImageFilter.BoxBlur(1))
+    return grey.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0).filter(
+        ImageFilter.BoxBlur(1)
+    )
 
 
 def weighted_median(values: np.ndarray, counts: np.ndarray) -> float:
@@ -301,17 +359,25 @@ def background(signed: Image.Image) -> np.ndarray:
     values = coarse.ravel()
     residual = values - terms @ least_squares(terms, values)
     typical = np.median(residual)
-    paper = residual <= typical + max(3 * 1.4826 * np.median(np.abs(residual - typical)), 2.0)
+    paper = residual <= typical + max(
+        3 * 1.4826 * np.median(np.abs(residual - typical)), 2.0
+    )
     constant, x, y, xx, xy, yy = least_squares(terms[paper], values[paper])
     rows = np.arange(signed.height)[:, None] / scale
     columns = np.arange(signed.width)[None, :] / scale
-    return (constant + y * rows + yy * rows**2) + (x + xy * rows) * columns + xx * columns**2
+    return (
+        (constant + y * rows + yy * rows**2)
+        + (x + xy * rows) * columns
+        + xx * columns**2
+    )
 
 
 def least_squares(terms: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Return the coefficients that make ``terms @ coefficients`` closest to ``values`` (least squares)."""
     # The normal equations of six unknowns: far cheaper than a general solver for so small a system.
-    return np.linalg.solve(terms.T @ terms + 1e-9 * np.eye(terms.shape[1]), terms.T @ values)
+    return np.linalg.solve(
+        terms.T @ terms + 1e-9 * np.eye(terms.shape[1]), terms.T @ values
+    )
 
 
 def quadratic_terms(y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -322,17 +388,27 @@ def quadratic_terms(y: np.ndarray, x: np.ndarray) -> np.ndarray:
 def ink_map(grey: Image.Image, dark_ink: bool) -> np.ndarray:
     """Return each pixel's ink, uint8 0 to 255, with uneven light and the paper's noise removed (chapter 5)."""
     signed = ImageChops.invert(grey) if dark_ink else grey
-    ink = np.clip(np.asarray(signed) - background(signed), 0, 255).round().astype(np.uint8)
+    ink = (
+        np.clip(np.asarray(signed) - background(signed), 0, 255)
+        .round()
+        .astype(np.uint8)
+    )
     # Most pixels hold no ink, so the median and the median deviation of the ink measure the paper's noise.
     counts = np.bincount(ink.ravel(), minlength=256)
     typical = weighted_median(LEVELS, counts)
     noise = typical + 4 * 1.4826 * weighted_median(np.abs(LEVELS - typical), counts)
     strongest = int(ink.max())
     if strongest < MIN_CONTRAST * 255 or strongest < 2 * noise:
-        raise InvalidImageError(f"no ink found: the picture is blank or too faint (contrast {strongest / 255:.0%}); "
-                                "write the digit darker or photograph it in better light")
+        raise InvalidImageError(
+            f"no ink found: the picture is blank or too faint (contrast {strongest / 255:.0%}); "
+            "write the digit darker or photograph it in better light"
+        )
     floor = max(noise, 0.2 * strongest)
-    stretch = (np.clip((LEVELS - floor) / (strongest - floor), 0.0, 1.0) * 255).round().astype(np.uint8)
+    stretch = (
+        (np.clip((LEVELS - floor) / (strongest - floor), 0.0, 1.0) * 255)
+        .round()
+        .astype(np.uint8)
+    )
     return stretch[ink]
 
 
@@ -345,17 +421,21 @@ def crop_to_ink(ink: np.ndarray) -> np.ndarray:
     check_strokes(digit)
     rows = np.flatnonzero(digit.any(axis=1))
     columns = np.flatnonzero(digit.any(axis=0))
-    return digit[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    return digit[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
 
 
 def check_strokes(digit: np.ndarray) -> None:
     """Raise InvalidImageError when the ink holds an area far thicker than a pen stroke: a shadow or the paper's edge."""
     # The picture's edge counts as ink, so that a dark area it cuts off is measured whole.
-    depth = ndimage.distance_transform_edt(np.pad(digit > 0, 1, constant_values=True))[1:-1, 1:-1]
+    depth = ndimage.distance_transform_edt(np.pad(digit > 0, 1, constant_values=True))[
+        1:-1, 1:-1
+    ]
     thickness = 2 * float(depth.max()) / max(digit.shape)
     if thickness > MAX_STROKE_SHARE:
-        raise InvalidImageError(f"a dark area {thickness:.0%} of the picture thick, far thicker than a pen stroke, "
-                                "looks like a shadow or the paper's edge; crop to the digit or light it evenly")
+        raise InvalidImageError(
+            f"a dark area {thickness:.0%} of the picture thick, far thicker than a pen stroke, "
+            "looks like a shadow or the paper's edge; crop to the digit or light it evenly"
+        )
 
 
 def scale_to_box(cropped: np.ndarray, box: int = BOX_SIDE) -> np.ndarray:
@@ -363,7 +443,10 @@ def scale_to_box(cropped: np.ndarray, box: int = BOX_SIDE) -> np.ndarray:
     height, width = cropped.shape
     scale = box / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    scaled = np.asarray(Image.fromarray(cropped).resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    scaled = np.asarray(
+        Image.fromarray(cropped).resize(size, Image.Resampling.BILINEAR),
+        dtype=np.float32,
+    )
     # Shrinking a thin stroke greys it; MNIST's strokes reach full white, so restore the contrast.
     return (scaled * (255 / max(float(scaled.max()), 1.0))).round().astype(np.uint8)
 
@@ -376,16 +459,26 @@ def centre_by_mass(scaled: np.ndarray, field: int = FIELD_SIDE) -> np.ndarray:
     top = int(np.clip(round(field / 2 - centre_row), 0, field - height))
     left = int(np.clip(round(field / 2 - centre_column), 0, field - width))
     centred = np.zeros((field, field), dtype=np.uint8)
-    centred[top:top + height, left:left + width] = scaled
+    centred[top : top + height, left : left + width] = scaled
     return centred
 
 
 @overload
-def preprocess_image(image: ImageSource, normalization: tuple[float, float] = ..., *,
-                     keep_steps: Literal[False] = ..., max_pixels: int = ...) -> torch.Tensor: ...
+def preprocess_image(
+    image: ImageSource,
+    normalization: tuple[float, float] = ...,
+    *,
+    keep_steps: Literal[False] = ...,
+    max_pixels: int = ...,
+) -> torch.Tensor: ...
 @overload
-def preprocess_image(image: ImageSource, normalization: tuple[float, float] = ..., *,
-                     keep_steps: Literal[True], max_pixels: int = ...) -> PreprocessSteps: ...
+def preprocess_image(
+    image: ImageSource,
+    normalization: tuple[float, float] = ...,
+    *,
+    keep_steps: Literal[True],
+    max_pixels: int = ...,
+) -> PreprocessSteps: ...
 def preprocess_image(
     image: ImageSource,
     normalization: tuple[float, float] = MNIST_NORMALIZATION,
@@ -403,12 +496,20 @@ def preprocess_image(
     tensor = normalize(torch.from_numpy(centred)[None], *normalization)
     if not keep_steps:
         return tensor
-    return PreprocessSteps(np.asarray(grey), dark_ink, ink, cropped, scaled, centred, tensor)
+    return PreprocessSteps(
+        np.asarray(grey), dark_ink, ink, cropped, scaled, centred, tensor
+    )
 
 
-def resize_naively(image: ImageSource, normalization: tuple[float, float] = MNIST_NORMALIZATION) -> torch.Tensor:
+def resize_naively(
+    image: ImageSource, normalization: tuple[float, float] = MNIST_NORMALIZATION
+) -> torch.Tensor:
     """Return the picture squashed to 28x28 grey and normalised, none of MNIST's steps: the baseline (chapter 5)."""
-    grey = open_image(image).convert("L").resize((FIELD_SIDE, FIELD_SIDE), Image.Resampling.BILINEAR)
+    grey = (
+        open_image(image)
+        .convert("L")
+        .resize((FIELD_SIDE, FIELD_SIDE), Image.Resampling.BILINEAR)
+    )
     return normalize(torch.from_numpy(np.asarray(grey).copy())[None], *normalization)
 
 
@@ -426,7 +527,11 @@ class Predictor:
         if isinstance(model, Checkpoint):
             normalization = normalization or model.normalization
             model = model.model
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.device = (
+            torch.device(device)
+            if device is not None
+            else next(model.parameters()).device
+        )
         # Convolutions run about twice as fast on a CPU with the channels stored last.
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.normalization = normalization or MNIST_NORMALIZATION
@@ -448,7 +553,9 @@ class Predictor:
         """Return the prediction for one picture."""
         return self.predict_batch(self.preprocess(image))[0]
 
-    def predict_many(self, images: Iterable[ImageSource], batch_size: int = 256) -> list[Prediction]:
+    def predict_many(
+        self, images: Iterable[ImageSource], batch_size: int = 256
+    ) -> list[Prediction]:
         """Return the predictions for many pictures, run through the model in batches; a bad picture raises."""
         predictions: list[Prediction] = []
         pending: list[torch.Tensor] = []
@@ -461,7 +568,9 @@ class Predictor:
             predictions += self.predict_batch(torch.cat(pending))
         return predictions
 
-    def predict_files(self, paths: Iterable[str | os.PathLike[str]], batch_size: int = 256) -> list[FileResult]:
+    def predict_files(
+        self, paths: Iterable[str | os.PathLike[str]], batch_size: int = 256
+    ) -> list[FileResult]:
         """Return one FileResult per file, in order; a file that fails carries its error and the others go on."""
         results: list[FileResult | None] = []
         pending: list[tuple[int, Path, torch.Tensor]] = []
@@ -491,9 +600,13 @@ class Predictor:
 def as_prediction(probabilities: np.ndarray) -> Prediction:
     """Return the Prediction of ten probabilities; NaN or infinite ones raise ModelOutputError (they are no answer)."""
     if not np.isfinite(probabilities).all():
-        raise ModelOutputError("the model gave NaN or infinite outputs, so no digit; its weights or normalisation "
-                               "are broken, re-train it")
-    return Prediction(int(probabilities.argmax()), float(probabilities.max()), probabilities)
+        raise ModelOutputError(
+            "the model gave NaN or infinite outputs, so no digit; its weights or normalisation "
+            "are broken, re-train it"
+        )
+    return Prediction(
+        int(probabilities.argmax()), float(probabilities.max()), probabilities
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -511,13 +624,18 @@ def as_predictor(model: Predictor | Checkpoint | nn.Module | None) -> Predictor:
     return Predictor(model)
 
 
-def predict_image(image: ImageSource, model: Predictor | Checkpoint | nn.Module | None = None) -> Prediction:
+def predict_image(
+    image: ImageSource, model: Predictor | Checkpoint | nn.Module | None = None
+) -> Prediction:
     """Return the predicted digit, its confidence and the ten probabilities for one picture (chapter 5)."""
     return as_predictor(model).predict(image)
 
 
 def predict_images(
-    images: Iterable[ImageSource], model: Predictor | Checkpoint | nn.Module | None = None, *, batch_size: int = 256
+    images: Iterable[ImageSource],
+    model: Predictor | Checkpoint | nn.Module | None = None,
+    *,
+    batch_size: int = 256,
 ) -> list[Prediction]:
     """Return the predictions for many pictures, batched through the model; a bad picture raises (chapter 5)."""
     return as_predictor(model).predict_many(images, batch_size)
@@ -526,8 +644,11 @@ def predict_images(
 def image_extensions() -> frozenset[str]:
     """Return the file extensions (lower case, with the dot) of the formats Pillow can open."""
     Image.init()
-    return frozenset(extension for extension, format_name in Image.registered_extensions().items()
-                     if format_name in Image.OPEN)
+    return frozenset(
+        extension
+        for extension, format_name in Image.registered_extensions().items()
+        if format_name in Image.OPEN
+    )
 
 
 def image_files(folder: str | os.PathLike[str]) -> list[Path]:
@@ -538,7 +659,9 @@ def image_files(folder: str | os.PathLike[str]) -> list[Path]:
     return find_image_files(folder)[0]
 
 
-def find_image_files(folder: str | os.PathLike[str]) -> tuple[list[Path], list[FileResult]]:
+def find_image_files(
+    folder: str | os.PathLike[str],
+) -> tuple[list[Path], list[FileResult]]:
     """Return the image files under a folder (sorted, hidden ones skipped) and a failed result per unlistable subfolder."""
     root = Path(folder)
     if not _is_folder(root):
@@ -548,11 +671,21 @@ def find_image_files(folder: str | os.PathLike[str]) -> tuple[list[Path], list[F
     unlisted: list[OSError] = []
     for top, folders, names in os.walk(root, onerror=unlisted.append):
         folders[:] = [name for name in folders if not name.startswith(".")]
-        files += [Path(top, name) for name in names
-                  if not name.startswith(".") and Path(name).suffix.lower() in extensions and Path(top, name).is_file()]
-    failed = [FileResult(Path(error.filename), error=f"{error.filename}: the folder cannot be listed "
-                                                      f"({describe_os_error(error)}); check its permissions")
-              for error in unlisted]
+        files += [
+            Path(top, name)
+            for name in names
+            if not name.startswith(".")
+            and Path(name).suffix.lower() in extensions
+            and Path(top, name).is_file()
+        ]
+    failed = [
+        FileResult(
+            Path(error.filename),
+            error=f"{error.filename}: the folder cannot be listed "
+            f"({describe_os_error(error)}); check its permissions",
+        )
+        for error in unlisted
+    ]
     return sorted(files), failed
 
 
@@ -564,7 +697,9 @@ def _is_folder(path: Path) -> bool:
         return False
 
 
-def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[FileResult]]:
+def expand_paths(
+    paths: Iterable[str | os.PathLike[str]],
+) -> tuple[list[Path], list[FileResult]]:
     """Return the files to read for paths of files and folders (walked), and a failed result per unlistable folder."""
     files: list[Path] = []
     failed: list[FileResult] = []
@@ -579,14 +714,23 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], l
 
 
 def predict_folder(
-    folder: str | os.PathLike[str], model: Predictor | Checkpoint | nn.Module | None = None, *, batch_size: int = 256
+    folder: str | os.PathLike[str],
+    model: Predictor | Checkpoint | nn.Module | None = None,
+    *,
+    batch_size: int = 256,
 ) -> list[FileResult]:
     """Return one FileResult per image file under the folder, then one per subfolder that cannot be listed (chapter 5)."""
     files, failed = find_image_files(folder)
     return as_predictor(model).predict_files(files, batch_size) + failed
 
 
-CSV_COLUMNS = ["path", "digit", "confidence", *(f"p{digit}" for digit in range(10)), "error"]
+CSV_COLUMNS = [
+    "path",
+    "digit",
+    "confidence",
+    *(f"p{digit}" for digit in range(10)),
+    "error",
+]
 
 
 def write_csv(results: Sequence[FileResult], path: str | os.PathLike[str]) -> Path:
@@ -599,17 +743,34 @@ def write_csv(results: Sequence[FileResult], path: str | os.PathLike[str]) -> Pa
     try:
         handle = open(path, "x", newline="", encoding="utf-8")
     except FileExistsError:
-        raise FileExistsError(f"{path} already exists; choose another name or delete it first") from None
+        raise FileExistsError(
+            f"{path} already exists; choose another name or delete it first"
+        ) from None
     with handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for result in results:
             prediction = result.prediction
             if prediction is None:
-                writer.writerow([inert_cell(str(result.path)), "", "", *[""] * 10, inert_cell(result.error or "")])
+                writer.writerow(
+                    [
+                        inert_cell(str(result.path)),
+                        "",
+                        "",
+                        *[""] * 10,
+                        inert_cell(result.error or ""),
+                    ]
+                )
             else:
-                writer.writerow([inert_cell(str(result.path)), prediction.digit, f"{prediction.confidence:.6f}",
-                                 *(f"{p:.6f}" for p in prediction.probabilities), ""])
+                writer.writerow(
+                    [
+                        inert_cell(str(result.path)),
+                        prediction.digit,
+                        f"{prediction.confidence:.6f}",
+                        *(f"{p:.6f}" for p in prediction.probabilities),
+                        "",
+                    ]
+                )
     return path
 
 

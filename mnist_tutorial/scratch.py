@@ -30,12 +30,16 @@ def init_parameters(
 ) -> Parameters:
     """Return weights W1-W3, shape (fan_in, fan_out), drawn from N(0, 2 / fan_in), and zero biases b1-b3."""
     if len(sizes) != 4:
-        raise ValueError(f"the network has two hidden layers, so sizes needs 4 entries, got {len(sizes)}")
+        raise ValueError(
+            f"the network has two hidden layers, so sizes needs 4 entries, got {len(sizes)}"
+        )
     parameters: Parameters = {}
     for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
         # He initialisation: a ReLU zeroes half its inputs, so variance 2 / fan_in keeps the
         # activations' scale the same from layer to layer.
-        parameters[f"W{layer}"] = torch.randn(fan_in, fan_out, generator=generator, dtype=dtype) * math.sqrt(2 / fan_in)
+        parameters[f"W{layer}"] = torch.randn(
+            fan_in, fan_out, generator=generator, dtype=dtype
+        ) * math.sqrt(2 / fan_in)
         parameters[f"b{layer}"] = torch.zeros(fan_out, dtype=dtype)
     return parameters
 
@@ -53,7 +57,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return x @ weight + bias
 
 
-def linear_backward(grad_output: Tensor, x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def linear_backward(
+    grad_output: Tensor, x: Tensor, weight: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """Return the gradients of the loss with respect to x, W and b, given its gradient with respect to x W + b."""
     return grad_output @ weight.T, x.T @ grad_output, grad_output.sum(0)
 
@@ -103,7 +109,9 @@ def forward(parameters: Parameters, x: Tensor) -> tuple[Tensor, Activations]:
     return logits, Activations(x, z1, h1, z2, h2)
 
 
-def backward(parameters: Parameters, saved: Activations, grad_logits: Tensor) -> Parameters:
+def backward(
+    parameters: Parameters, saved: Activations, grad_logits: Tensor
+) -> Parameters:
     """Return the gradient of the loss with respect to every parameter, from its gradient with respect to the logits."""
     grad_h2, grad_w3, grad_b3 = linear_backward(grad_logits, saved.h2, parameters["W3"])
     grad_z2 = relu_backward(grad_h2, saved.z2)
@@ -111,10 +119,19 @@ def backward(parameters: Parameters, saved: Activations, grad_logits: Tensor) ->
     grad_z1 = relu_backward(grad_h1, saved.z1)
     # Nothing upstream learns from the pixels' gradient, so only W1 and b1 are needed here.
     grad_w1, grad_b1 = saved.x.T @ grad_z1, grad_z1.sum(0)
-    return {"W1": grad_w1, "b1": grad_b1, "W2": grad_w2, "b2": grad_b2, "W3": grad_w3, "b3": grad_b3}
+    return {
+        "W1": grad_w1,
+        "b1": grad_b1,
+        "W2": grad_w2,
+        "b2": grad_b2,
+        "W3": grad_w3,
+        "b3": grad_b3,
+    }
 
 
-def loss_and_gradients(parameters: Parameters, x: Tensor, labels: Tensor) -> tuple[Tensor, Parameters]:
+def loss_and_gradients(
+    parameters: Parameters, x: Tensor, labels: Tensor
+) -> tuple[Tensor, Parameters]:
     """Return the batch's mean loss and the gradient of that loss with respect to every parameter."""
     logits, saved = forward(parameters, x)
     loss, grad_logits = cross_entropy(logits, labels)
@@ -126,7 +143,10 @@ def loss_and_gradients(parameters: Parameters, x: Tensor, labels: Tensor) -> tup
 
 def autograd_gradients(parameters: Parameters, x: Tensor, labels: Tensor) -> Parameters:
     """Return the same gradients computed by PyTorch's autograd and its own layers, as the reference."""
-    leaves = {name: value.detach().clone().requires_grad_(True) for name, value in parameters.items()}
+    leaves = {
+        name: value.detach().clone().requires_grad_(True)
+        for name, value in parameters.items()
+    }
     with torch.enable_grad():
         hidden = F.relu(F.linear(x, leaves["W1"].T, leaves["b1"]))
         hidden = F.relu(F.linear(hidden, leaves["W2"].T, leaves["b2"]))
@@ -138,7 +158,10 @@ def autograd_gradients(parameters: Parameters, x: Tensor, labels: Tensor) -> Par
 def relative_errors(ours: Parameters, reference: Parameters) -> dict[str, float]:
     """Return, per parameter, |ours - reference| / (|ours| + |reference|) in the Euclidean norm (0 = identical)."""
     return {
-        name: ((ours[name] - reference[name]).norm() / (ours[name].norm() + reference[name].norm())).item()
+        name: (
+            (ours[name] - reference[name]).norm()
+            / (ours[name].norm() + reference[name].norm())
+        ).item()
         for name in reference
     }
 
@@ -159,8 +182,12 @@ class Adam:
     second_moment: Parameters = field(init=False)
 
     def __post_init__(self) -> None:
-        self.first_moment = {name: torch.zeros_like(value) for name, value in self.parameters.items()}
-        self.second_moment = {name: torch.zeros_like(value) for name, value in self.parameters.items()}
+        self.first_moment = {
+            name: torch.zeros_like(value) for name, value in self.parameters.items()
+        }
+        self.second_moment = {
+            name: torch.zeros_like(value) for name, value in self.parameters.items()
+        }
 
     def step(self, gradients: Parameters) -> None:
         """Move every parameter one Adam step against its gradient, in place; returns None."""
@@ -172,8 +199,14 @@ class Adam:
         for name, parameter in self.parameters.items():
             gradient = gradients[name]
             m = self.first_moment[name].mul_(beta1).add_(gradient, alpha=1 - beta1)
-            v = self.second_moment[name].mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
-            parameter.sub_(self.lr * (m / correction1) / ((v / correction2).sqrt() + self.eps))
+            v = (
+                self.second_moment[name]
+                .mul_(beta2)
+                .addcmul_(gradient, gradient, value=1 - beta2)
+            )
+            parameter.sub_(
+                self.lr * (m / correction1) / ((v / correction2).sqrt() + self.eps)
+            )
 
 
 # ----- Training and evaluation --------------------------------------------------------------
@@ -201,10 +234,17 @@ def train_epoch(
 
 
 @torch.no_grad()
-def accuracy(parameters: Parameters, x: Tensor, labels: Tensor, *, batch_size: int = 5000) -> float:
+def accuracy(
+    parameters: Parameters, x: Tensor, labels: Tensor, *, batch_size: int = 5000
+) -> float:
     """Return the share of rows of x whose highest logit is their label."""
     correct = sum(
-        (forward(parameters, x[start : start + batch_size])[0].argmax(1) == labels[start : start + batch_size]).sum().item()
+        (
+            forward(parameters, x[start : start + batch_size])[0].argmax(1)
+            == labels[start : start + batch_size]
+        )
+        .sum()
+        .item()
         for start in range(0, len(labels), batch_size)
     )
     return correct / len(labels)

@@ -11,7 +11,14 @@ import numpy as np
 from ipycanvas import Canvas
 from PIL import Image, ImageDraw
 
-from .predict import InvalidImageError, Prediction, Predictor, default_predictor, open_image, preprocess_image
+from .predict import (
+    InvalidImageError,
+    Prediction,
+    Predictor,
+    default_predictor,
+    open_image,
+    preprocess_image,
+)
 
 #: Shown pictures fit this many pixels; the 28x28 input is enlarged by PREVIEW_ZOOM without smoothing.
 THUMBNAIL_SIDE = 140
@@ -46,19 +53,38 @@ class ProbabilityBars(widgets.VBox):
     """A bar chart of the ten probabilities, one bar per digit, the predicted one highlighted (chapter 5)."""
 
     def __init__(self) -> None:
-        self.bars = [widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description=f"digit {digit}",
-                                           layout=widgets.Layout(width="260px")) for digit in range(10)]
+        self.bars = [
+            widgets.FloatProgress(
+                value=0.0,
+                min=0.0,
+                max=1.0,
+                description=f"digit {digit}",
+                layout=widgets.Layout(width="260px"),
+            )
+            for digit in range(10)
+        ]
         self.percentages = [widgets.Label("") for _ in range(10)]
-        rows = [widgets.HBox([bar, label]) for bar, label in zip(self.bars, self.percentages)]
+        rows = [
+            widgets.HBox([bar, label])
+            for bar, label in zip(self.bars, self.percentages)
+        ]
         super().__init__([widgets.HTML("<b>probability of each digit</b>"), *rows])
 
     def show(self, prediction: Prediction | None) -> None:
         """Set the bars to a prediction's probabilities, or empty them for None."""
-        probabilities = prediction.probabilities if prediction is not None else np.zeros(10)
+        probabilities = (
+            prediction.probabilities if prediction is not None else np.zeros(10)
+        )
         for digit, (bar, label) in enumerate(zip(self.bars, self.percentages)):
             bar.value = float(probabilities[digit])
-            bar.bar_style = "success" if prediction is not None and digit == prediction.digit else ""
-            label.value = f"{probabilities[digit]:.1%}" if prediction is not None else ""
+            bar.bar_style = (
+                "success"
+                if prediction is not None and digit == prediction.digit
+                else ""
+            )
+            label.value = (
+                f"{probabilities[digit]:.1%}" if prediction is not None else ""
+            )
 
 
 class UploadPredictor(widgets.VBox):
@@ -66,43 +92,75 @@ class UploadPredictor(widgets.VBox):
 
     def __init__(self, predictor: Predictor | None = None) -> None:
         self.predictor = predictor or default_predictor()
-        self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Upload digits")
+        self.upload = widgets.FileUpload(
+            accept="image/*", multiple=True, description="Upload digits"
+        )
         self.results = widgets.VBox()
         super().__init__([self.upload, self.results])
         self.upload.observe(self.show_uploads, names="value")
 
     def show_uploads(self, change: dict) -> None:
         """Replace the results with one row per uploaded file."""
-        self.results.children = [self.result_row(file["name"], bytes(file["content"])) for file in change["new"]]
+        self.results.children = [
+            self.result_row(file["name"], bytes(file["content"]))
+            for file in change["new"]
+        ]
 
     def result_row(self, name: str, content: bytes) -> widgets.Widget:
         """Return one file's row: picture, what the model sees and the probabilities, or why it failed."""
         title = f"<b>{html.escape(name)}</b>"
         try:
-            steps = preprocess_image(content, self.predictor.normalization, keep_steps=True)
+            steps = preprocess_image(
+                content, self.predictor.normalization, keep_steps=True
+            )
             original = thumbnail_png(content)
         except InvalidImageError as error:
-            return widgets.HTML(f"{title}: <span style='color:#b00'>{html.escape(str(error))}</span>")
+            return widgets.HTML(
+                f"{title}: <span style='color:#b00'>{html.escape(str(error))}</span>"
+            )
         prediction = self.predictor.predict_batch(steps.tensor)[0]
         bars = ProbabilityBars()
         bars.show(prediction)
-        heading = widgets.HTML(f"{title}: the model reads <b>{prediction.digit}</b> ({prediction.confidence:.1%})")
-        pictures = widgets.HBox([
-            widgets.VBox([widgets.Label("your picture"), widgets.Image(value=original, format="png")]),
-            widgets.VBox([widgets.Label("what the model sees (28x28)"),
-                          widgets.Image(value=preview_png(steps.centred), format="png")]),
-            bars,
-        ])
-        return widgets.VBox([heading, pictures], layout=widgets.Layout(margin="0 0 12px 0"))
+        heading = widgets.HTML(
+            f"{title}: the model reads <b>{prediction.digit}</b> ({prediction.confidence:.1%})"
+        )
+        pictures = widgets.HBox(
+            [
+                widgets.VBox(
+                    [
+                        widgets.Label("your picture"),
+                        widgets.Image(value=original, format="png"),
+                    ]
+                ),
+                widgets.VBox(
+                    [
+                        widgets.Label("what the model sees (28x28)"),
+                        widgets.Image(value=preview_png(steps.centred), format="png"),
+                    ]
+                ),
+                bars,
+            ]
+        )
+        return widgets.VBox(
+            [heading, pictures], layout=widgets.Layout(margin="0 0 12px 0")
+        )
 
 
 class DrawingPad(widgets.VBox):
     """Draw a digit with the mouse; the prediction follows as you draw; Clear starts again (chapter 5)."""
 
-    def __init__(self, predictor: Predictor | None = None, *, side: int = 280, pen_width: int = 20) -> None:
+    def __init__(
+        self,
+        predictor: Predictor | None = None,
+        *,
+        side: int = 280,
+        pen_width: int = 20,
+    ) -> None:
         self.predictor = predictor or default_predictor()
         self.pen_width = pen_width
-        self.canvas = Canvas(width=side, height=side, layout=widgets.Layout(border="1px solid #999"))
+        self.canvas = Canvas(
+            width=side, height=side, layout=widgets.Layout(border="1px solid #999")
+        )
         # The canvas's pixels live in the browser; this copy of the strokes is what gets predicted.
         self.drawing = Image.new("L", (side, side), 0)
         self.pen: tuple[float, float] | None = None
@@ -117,13 +175,23 @@ class DrawingPad(widgets.VBox):
         self.canvas.on_mouse_up(self.pen_up)
         self.canvas.on_mouse_out(self.pen_up)
         self.canvas.on_client_ready(self.redraw)
-        super().__init__([
-            widgets.HBox([
-                widgets.VBox([self.canvas, self.clear_button]),
-                widgets.VBox([self.status, widgets.Label("what the model sees (28x28)"), self.preview]),
-                self.bars,
-            ]),
-        ])
+        super().__init__(
+            [
+                widgets.HBox(
+                    [
+                        widgets.VBox([self.canvas, self.clear_button]),
+                        widgets.VBox(
+                            [
+                                self.status,
+                                widgets.Label("what the model sees (28x28)"),
+                                self.preview,
+                            ]
+                        ),
+                        self.bars,
+                    ]
+                ),
+            ]
+        )
         self.clear()
 
     def pen_down(self, x: float, y: float) -> None:
@@ -169,12 +237,16 @@ class DrawingPad(widgets.VBox):
         """Predict the drawing and show the digit, the 28x28 input and the probabilities."""
         self.last_prediction_time = time.monotonic()
         try:
-            steps = preprocess_image(np.asarray(self.drawing), self.predictor.normalization, keep_steps=True)
+            steps = preprocess_image(
+                np.asarray(self.drawing), self.predictor.normalization, keep_steps=True
+            )
         except InvalidImageError:
             self.show_empty()
             return
         prediction = self.predictor.predict_batch(steps.tensor)[0]
-        self.status.value = f"the model reads <b>{prediction.digit}</b> ({prediction.confidence:.1%})"
+        self.status.value = (
+            f"the model reads <b>{prediction.digit}</b> ({prediction.confidence:.1%})"
+        )
         self.preview.value = preview_png(steps.centred)
         self.bars.show(prediction)
 

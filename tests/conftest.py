@@ -20,8 +20,14 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     # The controller (no PYTEST_XDIST_WORKER_COUNT yet) must decide too: the workers inherit its
     # environment, and setdefault would then keep its value.
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or getattr(config.option, "numprocesses", None) or 1)
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    workers = int(
+        os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+        or getattr(config.option, "numprocesses", None)
+        or 1
+    )
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers))
+    )
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +44,26 @@ def mnist():
 def built_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build the book once into a temporary folder, warnings as errors; return its html folder."""
     output = tmp_path_factory.mktemp("book")
-    executable = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
+    executable = shutil.which(
+        "jupyter-book", path=str(Path(sys.executable).parent)
+    ) or shutil.which("jupyter-book")
     assert executable, "jupyter-book is not installed"
     result = subprocess.run(
-        [executable, "build", str(ROOT), "-W", "--keep-going", "--path-output", str(output)],
-        capture_output=True, text=True, timeout=900, cwd=ROOT,
+        [
+            executable,
+            "build",
+            str(ROOT),
+            "-W",
+            "--keep-going",
+            "--path-output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
     )
-    assert result.returncode == 0, f"build failed or warned:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (
+        f"build failed or warned:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
     return output / "_build" / "html"

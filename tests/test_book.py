@@ -29,12 +29,16 @@ MACHINE_PATH = re.compile(r"(/work/|/tmp/|/root/|/home/|/Users/|[A-Z]:\\\\Users)
 
 def source_of(page: str) -> Path:
     """The .ipynb or .md file of a TOC entry."""
-    return next(path for path in (ROOT / f"{page}.ipynb", ROOT / f"{page}.md") if path.exists())
+    return next(
+        path for path in (ROOT / f"{page}.ipynb", ROOT / f"{page}.md") if path.exists()
+    )
 
 
 def notebooks() -> list[Path]:
     """Every notebook the TOC lists."""
-    return [ROOT / f"{page}.ipynb" for page in PAGES if (ROOT / f"{page}.ipynb").exists()]
+    return [
+        ROOT / f"{page}.ipynb" for page in PAGES if (ROOT / f"{page}.ipynb").exists()
+    ]
 
 
 def figure_count(notebook: Path) -> int:
@@ -63,7 +67,14 @@ def test_config_builds_stored_outputs_only() -> None:
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert config["execute"]["execute_notebooks"] == "off"
     assert config["only_build_toc_files"] is True
-    assert {".venv", "_build", "README.md", "tests", "benchmarks", "node_modules"} <= set(config["exclude_patterns"])
+    assert {
+        ".venv",
+        "_build",
+        "README.md",
+        "tests",
+        "benchmarks",
+        "node_modules",
+    } <= set(config["exclude_patterns"])
 
 
 @pytest.mark.parametrize("notebook", notebooks(), ids=lambda path: path.stem)
@@ -72,9 +83,17 @@ def test_stored_outputs_are_clean(notebook: Path) -> None:
     for index, cell in enumerate(cells):
         for output in cell.get("outputs", []):
             assert output["output_type"] != "error", f"cell {index} stores an error"
-            text = json.dumps({key: value for key, value in output.get("data", {}).items() if key.startswith("text/")})
+            text = json.dumps(
+                {
+                    key: value
+                    for key, value in output.get("data", {}).items()
+                    if key.startswith("text/")
+                }
+            )
             text += "".join(output.get("text", ""))
-            assert not MACHINE_PATH.search(text), f"cell {index} shows a machine path: {MACHINE_PATH.search(text)[0]}"
+            assert not MACHINE_PATH.search(text), (
+                f"cell {index} shows a machine path: {MACHINE_PATH.search(text)[0]}"
+            )
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -86,16 +105,29 @@ def test_every_page_is_built_with_its_figures(built_html: Path, page: str) -> No
     if source.suffix == ".ipynb":
         expected = figure_count(source)
         shown = len(re.findall(r"<img\b", html))
-        assert shown >= expected, f"{page}: {expected} figures stored, {shown} <img> tags in the page"
+        assert shown >= expected, (
+            f"{page}: {expected} figures stored, {shown} <img> tags in the page"
+        )
     assert "<h1>" in html
 
 
 def test_book_has_a_landing_page(built_html: Path) -> None:
     assert (built_html / "index.html").is_file()
-    assert "Handwritten digits with PyTorch" in (built_html / "book" / "intro.html").read_text()
+    assert (
+        "Handwritten digits with PyTorch"
+        in (built_html / "book" / "intro.html").read_text()
+    )
 
 
-SHORT_NAMES = ["exploring", "cnn", "training", "mistakes", "digits", "experiments", "scratch"]
+SHORT_NAMES = [
+    "exploring",
+    "cnn",
+    "training",
+    "mistakes",
+    "digits",
+    "experiments",
+    "scratch",
+]
 
 
 def cells_of(page: str) -> list[dict]:
@@ -125,12 +157,18 @@ def test_test_scaffolding_stays_out_of_the_readers_way(page: str) -> None:
     for index, cell in enumerate(cells_of(page)):
         if cell["cell_type"] != "code":
             continue
-        assert "NBVAL_" not in source(cell), f"cell {index}: use an nbval cell tag, not a # NBVAL_ comment"
+        assert "NBVAL_" not in source(cell), (
+            f"cell {index}: use an nbval cell tag, not a # NBVAL_ comment"
+        )
         if "remove-cell" in tags(cell):
-            assert statements(cell), f"cell {index} is removed from the page but holds no code"
+            assert statements(cell), (
+                f"cell {index} is removed from the page but holds no code"
+            )
         else:
             shown = [node for node in statements(cell) if isinstance(node, ast.Assert)]
-            assert not shown, f"cell {index}: a reader sees an assert; move it to a cell tagged remove-cell"
+            assert not shown, (
+                f"cell {index}: a reader sees an assert; move it to a cell tagged remove-cell"
+            )
 
 
 @pytest.mark.parametrize("page", CHAPTERS)
@@ -146,19 +184,37 @@ def test_every_ignored_output_is_asserted(page: str) -> None:
 
 
 @pytest.mark.parametrize(("page", "short"), list(zip(CHAPTERS, SHORT_NAMES)))
-def test_chapters_close_with_summary_questions_and_executed_exercises(page: str, short: str) -> None:
+def test_chapters_close_with_summary_questions_and_executed_exercises(
+    page: str, short: str
+) -> None:
     cells = cells_of(page)
-    markdown = "\n".join(source(cell) for cell in cells if cell["cell_type"] == "markdown")
+    markdown = "\n".join(
+        source(cell) for cell in cells if cell["cell_type"] == "markdown"
+    )
     order = ["## Summary", f"(sec-{short}-check)=", f"(sec-{short}-exercises)="]
     assert all(mark in markdown for mark in order), f"missing one of {order}"
-    assert sorted(order, key=markdown.index) == order, f"the chapter must close with {order}, in that order"
-    assert not re.search(r"^\s*(```|~~~)\s*python", markdown, re.MULTILINE), "solution code must be an executed cell"
-    exercises = [index for index, cell in enumerate(cells) if source(cell).startswith(f"(ex-{short}-")]
+    assert sorted(order, key=markdown.index) == order, (
+        f"the chapter must close with {order}, in that order"
+    )
+    assert not re.search(r"^\s*(```|~~~)\s*python", markdown, re.MULTILINE), (
+        "solution code must be an executed cell"
+    )
+    exercises = [
+        index
+        for index, cell in enumerate(cells)
+        if source(cell).startswith(f"(ex-{short}-")
+    ]
     assert exercises, "the chapter has no labelled exercises"
     for index in exercises:
         your_turn = cells[index + 1]
-        assert your_turn["cell_type"] == "code" and not your_turn.get("outputs"), f"exercise at cell {index}: no empty 'your turn' cell"
+        assert your_turn["cell_type"] == "code" and not your_turn.get("outputs"), (
+            f"exercise at cell {index}: no empty 'your turn' cell"
+        )
     solutions = [cell for cell in cells if "hide-cell" in tags(cell)]
-    assert len(solutions) >= len(exercises), "each exercise needs an executed, folded solution"
+    assert len(solutions) >= len(exercises), (
+        "each exercise needs an executed, folded solution"
+    )
     for cell in solutions:
-        assert cell["execution_count"] and cell["metadata"].get("jupyter", {}).get("source_hidden"), "fold solutions in JupyterLab too"
+        assert cell["execution_count"] and cell["metadata"].get("jupyter", {}).get(
+            "source_hidden"
+        ), "fold solutions in JupyterLab too"

@@ -31,7 +31,9 @@ from mnist_tutorial.evaluate import (
 from mnist_tutorial.model import build_model
 
 
-def make_predictions(labels: list[int], predicted: list[int], confidence: list[float]) -> Predictions:
+def make_predictions(
+    labels: list[int], predicted: list[int], confidence: list[float]
+) -> Predictions:
     probabilities = np.full((len(labels), 10), 0.0)
     for row, (guess, sure) in enumerate(zip(predicted, confidence)):
         probabilities[row] = (1 - sure) / 9
@@ -42,15 +44,21 @@ def make_predictions(labels: list[int], predicted: list[int], confidence: list[f
 @pytest.fixture()
 def sample() -> Predictions:
     #            right  right  4->9  4->9  7->1  right
-    return make_predictions([0, 1, 4, 4, 7, 9], [0, 1, 9, 9, 1, 9], [0.9, 0.8, 0.95, 0.6, 0.7, 0.99])
+    return make_predictions(
+        [0, 1, 4, 4, 7, 9], [0, 1, 9, 9, 1, 9], [0.9, 0.8, 0.95, 0.6, 0.7, 0.99]
+    )
 
 
 def test_accuracy_and_counts(sample: Predictions) -> None:
     summary = metrics(sample)
     assert accuracy(sample) == pytest.approx(3 / 6) == summary.accuracy
     assert (summary.errors, summary.count) == (3, 6)
-    assert summary.f1_macro == pytest.approx(f1_score(sample.labels, sample.predicted, average="macro"))
-    assert summary.f1_weighted == pytest.approx(f1_score(sample.labels, sample.predicted, average="weighted"))
+    assert summary.f1_macro == pytest.approx(
+        f1_score(sample.labels, sample.predicted, average="macro")
+    )
+    assert summary.f1_weighted == pytest.approx(
+        f1_score(sample.labels, sample.predicted, average="weighted")
+    )
 
 
 def test_confusion_and_per_class_accuracy(sample: Predictions) -> None:
@@ -94,7 +102,9 @@ def test_report_lists_every_digit(sample: Predictions) -> None:
 def test_predict_split_gives_probabilities_for_every_image() -> None:
     torch.manual_seed(0)
     model = build_model("mlp")
-    split = Split(torch.randint(0, 256, (25, 28, 28), dtype=torch.uint8), torch.arange(25) % 10)
+    split = Split(
+        torch.randint(0, 256, (25, 28, 28), dtype=torch.uint8), torch.arange(25) % 10
+    )
     predictions = predict_split(model, split, (0.13, 0.31), batch_size=10)
     assert predictions.probabilities.shape == (25, 10)
     assert np.allclose(predictions.probabilities.sum(1), 1, atol=1e-5)
@@ -110,13 +120,20 @@ def test_shift_images_moves_pixels_and_fills_with_black() -> None:
     assert shift_images(images, 0, -2)[0, 8, 20] == 255
     assert shift_images(images, 0, 0).equal(images)
     edge = torch.full((1, 28, 28), 7, dtype=torch.uint8)
-    assert shift_images(edge, 1, 0)[0, :, 0].eq(0).all() and shift_images(edge, 1, 0)[0, :, 1:].eq(7).all()
+    assert (
+        shift_images(edge, 1, 0)[0, :, 0].eq(0).all()
+        and shift_images(edge, 1, 0)[0, :, 1:].eq(7).all()
+    )
 
 
 def test_average_predictions_averages_probabilities(sample: Predictions) -> None:
-    flipped = make_predictions(sample.labels.tolist(), sample.labels.tolist(), [0.99] * 6)
+    flipped = make_predictions(
+        sample.labels.tolist(), sample.labels.tolist(), [0.99] * 6
+    )
     averaged = average_predictions([sample, flipped])
-    assert np.allclose(averaged.probabilities, (sample.probabilities + flipped.probabilities) / 2)
+    assert np.allclose(
+        averaged.probabilities, (sample.probabilities + flipped.probabilities) / 2
+    )
     assert (averaged.predicted == averaged.probabilities.argmax(1)).all()
     with pytest.raises(ValueError, match="one or more predictions of the same images"):
         average_predictions([sample, make_predictions([1] * 6, [1] * 6, [0.9] * 6)])
@@ -125,25 +142,52 @@ def test_average_predictions_averages_probabilities(sample: Predictions) -> None
 def test_tta_averages_the_shifted_copies() -> None:
     torch.manual_seed(0)
     model = build_model("mlp")
-    split = Split(torch.randint(0, 256, (12, 28, 28), dtype=torch.uint8), torch.arange(12) % 10)
+    split = Split(
+        torch.randint(0, 256, (12, 28, 28), dtype=torch.uint8), torch.arange(12) % 10
+    )
     plain = predict_split(model, split, (0.13, 0.31))
-    assert np.allclose(predict_with_tta(model, split, (0.13, 0.31), shifts=((0, 0),)).probabilities,
-                       plain.probabilities)
+    assert np.allclose(
+        predict_with_tta(model, split, (0.13, 0.31), shifts=((0, 0),)).probabilities,
+        plain.probabilities,
+    )
     shifted = predict_with_tta(model, split, (0.13, 0.31))
-    by_hand = np.mean([predict_split(model, Split(shift_images(split.images, dx, dy), split.labels),
-                                     (0.13, 0.31)).probabilities for dx, dy in TTA_SHIFTS], axis=0)
+    by_hand = np.mean(
+        [
+            predict_split(
+                model,
+                Split(shift_images(split.images, dx, dy), split.labels),
+                (0.13, 0.31),
+            ).probabilities
+            for dx, dy in TTA_SHIFTS
+        ],
+        axis=0,
+    )
     assert np.allclose(shifted.probabilities, by_hand)
 
 
-def test_log_loss_is_the_mean_negative_log_probability_of_the_true_digit(sample: Predictions) -> None:
-    by_hand = -np.mean(np.log(sample.probabilities[np.arange(len(sample.labels)), sample.labels]))
+def test_log_loss_is_the_mean_negative_log_probability_of_the_true_digit(
+    sample: Predictions,
+) -> None:
+    by_hand = -np.mean(
+        np.log(sample.probabilities[np.arange(len(sample.labels)), sample.labels])
+    )
     assert log_loss(sample) == pytest.approx(by_hand)
-    sure_and_right = make_predictions(sample.labels.tolist(), sample.labels.tolist(), [0.99] * 6)
-    assert log_loss(sure_and_right) == pytest.approx(-np.log(0.99)) and log_loss(sure_and_right) < log_loss(sample)
+    sure_and_right = make_predictions(
+        sample.labels.tolist(), sample.labels.tolist(), [0.99] * 6
+    )
+    assert log_loss(sure_and_right) == pytest.approx(-np.log(0.99)) and log_loss(
+        sure_and_right
+    ) < log_loss(sample)
 
 
 def test_ensemble_candidates_group_by_architecture_then_all() -> None:
-    architectures = {"cnn": "cnn", "cnn_seed1": "cnn", "mlp": "mlp", "big": "cnn_large", "big_seed1": "cnn_large"}
+    architectures = {
+        "cnn": "cnn",
+        "cnn_seed1": "cnn",
+        "mlp": "mlp",
+        "big": "cnn_large",
+        "big_seed1": "cnn_large",
+    }
     assert ensemble_candidates(architectures) == {
         "2 x cnn": ["cnn", "cnn_seed1"],
         "2 x cnn_large": ["big", "big_seed1"],
@@ -152,9 +196,24 @@ def test_ensemble_candidates_group_by_architecture_then_all() -> None:
     assert ensemble_candidates({"only": "cnn"}) == {"all 1": ["only"]}
 
 
-def test_choose_ensemble_takes_the_lowest_validation_log_loss(sample: Predictions) -> None:
+def test_choose_ensemble_takes_the_lowest_validation_log_loss(
+    sample: Predictions,
+) -> None:
     labels = sample.labels.tolist()
-    validation = {"sure": make_predictions(labels, labels, [0.99] * 6),
-                  "unsure": make_predictions(labels, labels, [0.8] * 6), "wrong": sample}
-    assert choose_ensemble(validation, {"sure and unsure": ["sure", "unsure"], "sure": ["sure"]}) == "sure"
-    assert choose_ensemble(validation, {"unsure": ["unsure"], "sure and wrong": ["sure", "wrong"]}) == "unsure"
+    validation = {
+        "sure": make_predictions(labels, labels, [0.99] * 6),
+        "unsure": make_predictions(labels, labels, [0.8] * 6),
+        "wrong": sample,
+    }
+    assert (
+        choose_ensemble(
+            validation, {"sure and unsure": ["sure", "unsure"], "sure": ["sure"]}
+        )
+        == "sure"
+    )
+    assert (
+        choose_ensemble(
+            validation, {"unsure": ["unsure"], "sure and wrong": ["sure", "wrong"]}
+        )
+        == "unsure"
+    )

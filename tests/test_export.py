@@ -11,7 +11,13 @@ import torch
 from mnist_tutorial import build_model, load_pretrained, save_checkpoint
 from mnist_tutorial.cli import Parser
 from mnist_tutorial.data import normalize
-from mnist_tutorial.export import INPUT_NAME, OUTPUT_NAME, ExportError, add_export_command, export_onnx
+from mnist_tutorial.export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportError,
+    add_export_command,
+    export_onnx,
+)
 from mnist_tutorial.predict import preprocess_image
 from mnist_tutorial.train import CheckpointError
 
@@ -22,20 +28,31 @@ SAMPLES = Path(__file__).resolve().parent.parent / "book" / "samples"
 
 def pictures() -> np.ndarray:
     """Return uint8 pictures (N, 1, 28, 28): book samples made to look like MNIST, and random noise."""
-    samples = [preprocess_image(path, keep_steps=True).centred for path in sorted(SAMPLES.glob("*.png"))[::10]]
+    samples = [
+        preprocess_image(path, keep_steps=True).centred
+        for path in sorted(SAMPLES.glob("*.png"))[::10]
+    ]
     noise = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
     return np.concatenate([np.stack(samples), noise])[:, None]
 
 
-def torch_probabilities(model: torch.nn.Module, normalization: tuple[float, float], batch: np.ndarray) -> np.ndarray:
+def torch_probabilities(
+    model: torch.nn.Module, normalization: tuple[float, float], batch: np.ndarray
+) -> np.ndarray:
     """Return PyTorch's probabilities for uint8 pictures, normalised as in training."""
     with torch.no_grad():
-        return model(normalize(torch.from_numpy(batch[:, 0]), *normalization)).softmax(1).numpy()
+        return (
+            model(normalize(torch.from_numpy(batch[:, 0]), *normalization))
+            .softmax(1)
+            .numpy()
+        )
 
 
 def onnx_probabilities(path: Path, batch: np.ndarray) -> np.ndarray:
     """Return onnxruntime's probabilities for uint8 pictures."""
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        str(path), providers=["CPUExecutionProvider"]
+    )
     return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
 
@@ -57,7 +74,10 @@ def test_export_reads_uint8_pictures_and_returns_probabilities(shipped: Path) ->
     # The weights are inside the file: the browser fetches one file.
     assert not list(shipped.parent.glob("*.data")) and shipped.stat().st_size > 100_000
     metadata = {entry.key: entry.value for entry in model.metadata_props}
-    assert metadata["architecture"] == load_pretrained().architecture["name"] and metadata["source"] == "pretrained"
+    assert (
+        metadata["architecture"] == load_pretrained().architecture["name"]
+        and metadata["source"] == "pretrained"
+    )
 
 
 def test_export_gives_pytorchs_answers(shipped: Path) -> None:
@@ -75,17 +95,27 @@ def test_export_uses_the_checkpoints_own_normalisation(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model("cnn").eval()
     normalization = (0.5, 0.25)
-    checkpoint = save_checkpoint(tmp_path / "odd.pt", model, normalization=normalization)
+    checkpoint = save_checkpoint(
+        tmp_path / "odd.pt", model, normalization=normalization
+    )
     path = export_onnx(checkpoint, tmp_path / "odd.onnx")
     batch = pictures()
-    np.testing.assert_allclose(onnx_probabilities(path, batch), torch_probabilities(model, normalization, batch),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        onnx_probabilities(path, batch),
+        torch_probabilities(model, normalization, batch),
+        atol=1e-5,
+    )
     # The shipped model's normalisation would give other answers: the check above can fail.
-    assert not np.allclose(torch_probabilities(model, (0.1307, 0.3081), batch),
-                           torch_probabilities(model, normalization, batch), atol=1e-5)
+    assert not np.allclose(
+        torch_probabilities(model, (0.1307, 0.3081), batch),
+        torch_probabilities(model, normalization, batch),
+        atol=1e-5,
+    )
 
 
-@pytest.mark.parametrize("name, message", [("folder", "is a folder"), ("model.pt", "does not end in .onnx")])
+@pytest.mark.parametrize(
+    "name, message", [("folder", "is a folder"), ("model.pt", "does not end in .onnx")]
+)
 def test_bad_output_names_are_refused(tmp_path: Path, name: str, message: str) -> None:
     (tmp_path / "folder").mkdir()
     with pytest.raises(ExportError, match=message):
@@ -106,7 +136,9 @@ def command_line() -> Parser:
     return parser
 
 
-def test_command_exports_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_exports_and_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "site" / "model.onnx"
     args = command_line().parse_args(["export-onnx", "--out", str(out)])
     assert args.handler(args) == 0
@@ -114,7 +146,9 @@ def test_command_exports_and_reports(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"wrote {out}" in capsys.readouterr().out
 
 
-def test_command_misuse_is_one_line_and_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_misuse_is_one_line_and_exit_code_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         command_line().parse_args(["export-onnx", "--outt", "x.onnx"])
     assert exit_info.value.code == 2

@@ -26,8 +26,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "mnist-tutorial-hypothesis")
 # Deterministic (the same examples on every run, no example database), bounded, and with a
 # deadline that only a hang can reach: an example takes milliseconds.
-FUZZ = settings(max_examples=120, deadline=timedelta(seconds=20), derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=120,
+    deadline=timedelta(seconds=20),
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def picture() -> Image.Image:
@@ -43,9 +48,22 @@ def encoded(image: Image.Image, fmt: str) -> bytes:
 
 
 #: Small valid files of every common format, for mutations that get past the first header checks.
-FILES = [encoded(picture().convert(mode), fmt) for fmt, mode in
-         [("PNG", "L"), ("JPEG", "L"), ("GIF", "L"), ("BMP", "RGB"), ("TIFF", "L"), ("WEBP", "RGB"),
-          ("PNG", "RGBA"), ("TIFF", "F"), ("PNG", "I;16"), ("ICO", "RGBA"), ("PPM", "RGB")]]
+FILES = [
+    encoded(picture().convert(mode), fmt)
+    for fmt, mode in [
+        ("PNG", "L"),
+        ("JPEG", "L"),
+        ("GIF", "L"),
+        ("BMP", "RGB"),
+        ("TIFF", "L"),
+        ("WEBP", "RGB"),
+        ("PNG", "RGBA"),
+        ("TIFF", "F"),
+        ("PNG", "I;16"),
+        ("ICO", "RGBA"),
+        ("PPM", "RGB"),
+    ]
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +79,11 @@ def check_outcome(predictor: Predictor, source: object) -> None:
         message = str(error)
         assert message and "\n" not in message and len(message) < 300, message
         return
-    assert batch.shape == (1, 1, 28, 28) and batch.dtype == torch.float32 and torch.isfinite(batch).all()
+    assert (
+        batch.shape == (1, 1, 28, 28)
+        and batch.dtype == torch.float32
+        and torch.isfinite(batch).all()
+    )
     prediction = predictor.predict_batch(batch)[0]
     assert 0 <= prediction.digit <= 9 and 0 < prediction.confidence <= 1
     assert math.isclose(float(prediction.probabilities.sum()), 1.0, abs_tol=1e-4)
@@ -75,7 +97,9 @@ def test_random_bytes(predictor: Predictor, content: bytes) -> None:
 
 @FUZZ
 @given(original=st.sampled_from(FILES), data=st.data())
-def test_damaged_image_files(predictor: Predictor, original: bytes, data: st.DataObject) -> None:
+def test_damaged_image_files(
+    predictor: Predictor, original: bytes, data: st.DataObject
+) -> None:
     content = bytearray(original)
     for _ in range(data.draw(st.integers(1, 8), label="edits")):
         position = data.draw(st.integers(0, len(content) - 1), label="position")
@@ -89,8 +113,21 @@ SHAPES = st.one_of(
     st.tuples(st.integers(1, 48), st.integers(1, 48), st.sampled_from([1, 2, 3, 4, 5])),
     hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4),
 )
-DTYPES = st.sampled_from([np.uint8, np.uint16, np.int8, np.int32, np.int64, np.uint32, np.float16, np.float32,
-                          np.float64, np.bool_, np.complex64])
+DTYPES = st.sampled_from(
+    [
+        np.uint8,
+        np.uint16,
+        np.int8,
+        np.int32,
+        np.int64,
+        np.uint32,
+        np.float16,
+        np.float32,
+        np.float64,
+        np.bool_,
+        np.complex64,
+    ]
+)
 
 
 @FUZZ
@@ -102,14 +139,22 @@ def test_random_arrays(predictor: Predictor, array: np.ndarray) -> None:
 
 
 @FUZZ
-@given(pixels=hnp.arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40))),
-       mode=st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I", "I;16", "F", "YCbCr", "HSV"]),
-       scale=st.sampled_from([1.0, 1 / 255, 257.0, -1.0, math.inf]))
-def test_random_pil_images(predictor: Predictor, pixels: np.ndarray, mode: str, scale: float) -> None:
+@given(
+    pixels=hnp.arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40))),
+    mode=st.sampled_from(
+        ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I", "I;16", "F", "YCbCr", "HSV"]
+    ),
+    scale=st.sampled_from([1.0, 1 / 255, 257.0, -1.0, math.inf]),
+)
+def test_random_pil_images(
+    predictor: Predictor, pixels: np.ndarray, mode: str, scale: float
+) -> None:
     if mode in ("I", "F"):
         with np.errstate(invalid="ignore", over="ignore"):
             values = pixels.astype(np.float32) * np.float32(scale)
-        integers = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.int32)
+        integers = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(
+            np.int32
+        )
         image = Image.fromarray(values if mode == "F" else integers)
     else:
         image = Image.fromarray(pixels).convert(mode)

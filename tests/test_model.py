@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_tutorial.model import available_models, build_model, count_parameters, format_summary, summarize
+from mnist_tutorial.model import (
+    available_models,
+    build_model,
+    count_parameters,
+    format_summary,
+    summarize,
+)
 
 
 @pytest.mark.parametrize("name", available_models())
@@ -23,10 +29,15 @@ def test_registry_has_the_book_models() -> None:
 
 
 def test_parameter_counts_match_the_designs() -> None:
-    assert count_parameters(build_model("mlp")) == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+    assert (
+        count_parameters(build_model("mlp"))
+        == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+    )
     assert count_parameters(build_model("lenet5")) == 61_706
     assert 850_000 <= count_parameters(build_model("cnn_large")) <= 890_000
-    assert count_parameters(build_model("cnn")) < count_parameters(build_model("cnn_large"))
+    assert count_parameters(build_model("cnn")) < count_parameters(
+        build_model("cnn_large")
+    )
 
 
 def test_build_model_remembers_name_and_arguments() -> None:
@@ -36,14 +47,20 @@ def test_build_model_remembers_name_and_arguments() -> None:
 
 
 def test_unknown_model_names_the_choices() -> None:
-    with pytest.raises(ValueError, match="unknown model 'resnet'; choose one of: cnn, cnn_large, lenet5, mlp"):
+    with pytest.raises(
+        ValueError,
+        match="unknown model 'resnet'; choose one of: cnn, cnn_large, lenet5, mlp",
+    ):
         build_model("resnet")
 
 
 def test_count_parameters_can_skip_frozen_ones() -> None:
     model = build_model("mlp")
     model[1].weight.requires_grad_(False)
-    assert count_parameters(model) == count_parameters(model, trainable_only=False) - 784 * 256
+    assert (
+        count_parameters(model)
+        == count_parameters(model, trainable_only=False) - 784 * 256
+    )
 
 
 @pytest.mark.parametrize("name", available_models())
@@ -57,7 +74,9 @@ def test_summary_totals_agree_with_the_model(name: str) -> None:
 
 
 def test_multiply_adds_are_counted_per_image() -> None:
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 28 * 28, 10))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 28 * 28, 10)
+    )
     rows = summarize(model)
     assert [row.multiply_adds for row in rows] == [28 * 28 * 4 * 9, 0, 4 * 28 * 28 * 10]
     assert rows[0].output_shape == (4, 28, 28)

@@ -26,7 +26,11 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 def titles(figure: Figure) -> list[str]:
     """Every title on the figure: the suptitle and each axes' title."""
-    return [text for text in [figure.get_suptitle(), *(ax.get_title() for ax in figure.axes)] if text]
+    return [
+        text
+        for text in [figure.get_suptitle(), *(ax.get_title() for ax in figure.axes)]
+        if text
+    ]
 
 
 def test_show_source_returns_highlightable_code() -> None:
@@ -39,15 +43,23 @@ def test_show_source_returns_highlightable_code() -> None:
 
 
 def test_show_source_dedents_methods_and_outfences_backticks() -> None:
-    assert plots.show_source(plots.SourceCode._repr_markdown_).data.startswith("def _repr_markdown_")
-    assert plots.SourceCode("x = '````'", language="python")._repr_markdown_().startswith("`````python\n")
+    assert plots.show_source(plots.SourceCode._repr_markdown_).data.startswith(
+        "def _repr_markdown_"
+    )
+    assert (
+        plots.SourceCode("x = '````'", language="python")
+        ._repr_markdown_()
+        .startswith("`````python\n")
+    )
 
 
 def test_digit_grid_captions_and_marks_mistakes(digits) -> None:
     images, labels = digits
     predictions = labels.clone()
     predictions[3] = 7
-    figure = plots.plot_digit_grid(images[:12], labels[:12], predictions[:12], columns=5, title="grid")
+    figure = plots.plot_digit_grid(
+        images[:12], labels[:12], predictions[:12], columns=5, title="grid"
+    )
     assert isinstance(figure, Figure)
     assert len(figure.axes) == 15 and sum(bool(ax.images) for ax in figure.axes) == 12
     assert figure.axes[3].get_title() == "3 → 7"
@@ -58,7 +70,9 @@ def test_digit_grid_captions_and_marks_mistakes(digits) -> None:
 
 def test_digit_grid_accepts_channel_dimension_and_captions(digits) -> None:
     images, labels = digits
-    figure = plots.plot_digit_grid(images[:3].unsqueeze(1).float(), labels[:3], captions=["a", "b", "c"], columns=3)
+    figure = plots.plot_digit_grid(
+        images[:3].unsqueeze(1).float(), labels[:3], captions=["a", "b", "c"], columns=3
+    )
     assert [ax.get_title() for ax in figure.axes] == ["a", "b", "c"]
 
 
@@ -71,13 +85,27 @@ def test_digit_grid_rejects_mismatched_lengths(digits) -> None:
 @pytest.mark.parametrize(
     "make",
     [
-        lambda images, labels: plots.plot_class_distribution({"train": labels, "test": labels[:20]}),
+        lambda images, labels: plots.plot_class_distribution(
+            {"train": labels, "test": labels[:20]}
+        ),
         lambda images, labels: plots.plot_intensity_histogram(images),
-        lambda images, labels: plots.plot_measure_by_digit(plots.ink_area(images), labels, ylabel="ink", title="t"),
-        lambda images, labels: plots.plot_embedding({"PCA": np.random.default_rng(0).normal(size=(40, 2))}, labels),
-        lambda images, labels: plots.plot_learning_curves([1.0, 0.5, 0.25], [0.9, 0.95, 0.97]),
+        lambda images, labels: plots.plot_measure_by_digit(
+            plots.ink_area(images), labels, ylabel="ink", title="t"
+        ),
+        lambda images, labels: plots.plot_embedding(
+            {"PCA": np.random.default_rng(0).normal(size=(40, 2))}, labels
+        ),
+        lambda images, labels: plots.plot_learning_curves(
+            [1.0, 0.5, 0.25], [0.9, 0.95, 0.97]
+        ),
     ],
-    ids=["class_distribution", "intensity_histogram", "measure_by_digit", "embedding", "learning_curves"],
+    ids=[
+        "class_distribution",
+        "intensity_histogram",
+        "measure_by_digit",
+        "embedding",
+        "learning_curves",
+    ],
 )
 def test_charts_are_titled_and_labelled_and_not_left_open(make, digits) -> None:
     plt.close("all")
@@ -87,7 +115,9 @@ def test_charts_are_titled_and_labelled_and_not_left_open(make, digits) -> None:
     for ax in figure.axes:
         if ax.get_label() != "<colorbar>":
             assert ax.get_xlabel() and ax.get_ylabel()
-    assert plt.get_fignums() == []  # closed for pyplot: a notebook shows the returned figure once
+    assert (
+        plt.get_fignums() == []
+    )  # closed for pyplot: a notebook shows the returned figure once
 
 
 def test_weight_panels() -> None:
@@ -106,17 +136,21 @@ def test_ink_area_counts_dark_pixels() -> None:
 def test_slant_sign_and_size() -> None:
     images = torch.zeros(3, 28, 28)
     for row in range(4, 24):
-        images[0, row, 14] = 255                      # upright stroke
-        images[1, row, 14 + (14 - row) // 2] = 255    # top to the right: leans right
-        images[2, row, 14 - (14 - row) // 2] = 255    # leans left
+        images[0, row, 14] = 255  # upright stroke
+        images[1, row, 14 + (14 - row) // 2] = 255  # top to the right: leans right
+        images[2, row, 14 - (14 - row) // 2] = 255  # leans left
     upright, right, left = plots.slant(images).tolist()
     assert upright == pytest.approx(0.0, abs=1e-12)
-    assert right == pytest.approx(0.5, abs=0.05) and left == pytest.approx(-0.5, abs=0.05)
+    assert right == pytest.approx(0.5, abs=0.05) and left == pytest.approx(
+        -0.5, abs=0.05
+    )
 
 
 def test_digit_grid_custom_captions_still_mark_mistakes(digits) -> None:
     images, labels = digits
-    figure = plots.plot_digit_grid(images[:2], labels[:2], [0, 7], captions=["p=0.9", "p=0.6"], columns=2)
+    figure = plots.plot_digit_grid(
+        images[:2], labels[:2], [0, 7], captions=["p=0.9", "p=0.6"], columns=2
+    )
     assert [ax.get_title() for ax in figure.axes] == ["p=0.9", "p=0.6"]
     assert [ax.title.get_color() for ax in figure.axes] == ["black", plots.WRONG_COLOR]
 
@@ -136,32 +170,68 @@ def labelled_axes(figure: Figure) -> bool:
 
 def small_history() -> History:
     """Four epochs of made-up training records."""
-    return History([EpochRecord(epoch, 1 / epoch, 0.9 + epoch / 100, 1.1 / epoch, 0.95 + epoch / 200, 0.01 / epoch,
-                                0.5 / epoch, 3.0) for epoch in range(1, 5)])
+    return History(
+        [
+            EpochRecord(
+                epoch,
+                1 / epoch,
+                0.9 + epoch / 100,
+                1.1 / epoch,
+                0.95 + epoch / 200,
+                0.01 / epoch,
+                0.5 / epoch,
+                3.0,
+            )
+            for epoch in range(1, 5)
+        ]
+    )
 
 
 def experiments_table() -> pd.DataFrame:
     """A made-up chapter 6 results table: two optimisers at two learning rates."""
-    return pd.DataFrame({"variant": ["a", "b", "c", "d"], "optimizer": ["sgd", "sgd", "adamw", "adamw"],
-                         "lr": [0.01, 0.1, 0.01, 0.1], "val accuracy (%)": [97.5, 98.2, 98.6, 96.0],
-                         "seconds": [10.0, 11.0, 12.0, 12.5]}).set_index("variant")
+    return pd.DataFrame(
+        {
+            "variant": ["a", "b", "c", "d"],
+            "optimizer": ["sgd", "sgd", "adamw", "adamw"],
+            "lr": [0.01, 0.1, 0.01, 0.1],
+            "val accuracy (%)": [97.5, 98.2, 98.6, 96.0],
+            "seconds": [10.0, 11.0, 12.0, 12.5],
+        }
+    ).set_index("variant")
 
 
 @pytest.mark.parametrize(
     "make",
     [
         lambda rng: plots.plot_training_history(small_history()),
-        lambda rng: plots.plot_learning_rate_schedules({"a": [0.1, 0.2, 0.1], "b": [0.1] * 3}, steps_per_epoch=1),
-        lambda rng: plots.plot_confusion_matrix(rng.integers(0, 5, (10, 10)) + np.eye(10, dtype=int) * 900),
+        lambda rng: plots.plot_learning_rate_schedules(
+            {"a": [0.1, 0.2, 0.1], "b": [0.1] * 3}, steps_per_epoch=1
+        ),
+        lambda rng: plots.plot_confusion_matrix(
+            rng.integers(0, 5, (10, 10)) + np.eye(10, dtype=int) * 900
+        ),
         lambda rng: plots.plot_per_class_accuracy(rng.uniform(0.98, 1.0, 10)),
-        lambda rng: plots.plot_confidence_histograms(rng.uniform(0.2, 1.0, 500), rng.uniform(size=500) < 0.9),
-        lambda rng: plots.plot_reliability(np.linspace(0.05, 0.95, 10), np.linspace(0.1, 1.0, 10),
-                                           np.arange(10) * 10),
+        lambda rng: plots.plot_confidence_histograms(
+            rng.uniform(0.2, 1.0, 500), rng.uniform(size=500) < 0.9
+        ),
+        lambda rng: plots.plot_reliability(
+            np.linspace(0.05, 0.95, 10), np.linspace(0.1, 1.0, 10), np.arange(10) * 10
+        ),
         lambda rng: plots.plot_comparison(experiments_table(), title="t"),
-        lambda rng: plots.plot_sweep(experiments_table(), x="lr", hue="optimizer", log_x=True, title="t"),
+        lambda rng: plots.plot_sweep(
+            experiments_table(), x="lr", hue="optimizer", log_x=True, title="t"
+        ),
     ],
-    ids=["training_history", "lr_schedules", "confusion_matrix", "per_class_accuracy", "confidence_histograms",
-         "reliability", "comparison", "sweep"],
+    ids=[
+        "training_history",
+        "lr_schedules",
+        "confusion_matrix",
+        "per_class_accuracy",
+        "confidence_histograms",
+        "reliability",
+        "comparison",
+        "sweep",
+    ],
 )
 def test_later_chapters_charts_are_titled_labelled_and_not_left_open(make) -> None:
     plt.close("all")
@@ -176,7 +246,9 @@ def test_training_history_marks_the_kept_epoch() -> None:
     history = small_history()
     figure = plots.plot_training_history(history)
     loss_ax = figure.axes[0]
-    marked = [line.get_xdata()[0] for line in loss_ax.lines if line.get_linestyle() == "--"]
+    marked = [
+        line.get_xdata()[0] for line in loss_ax.lines if line.get_linestyle() == "--"
+    ]
     assert marked == [history.best_epoch.epoch]
 
 
@@ -185,16 +257,22 @@ def test_confusion_matrix_colours_only_the_mistakes() -> None:
     matrix[9, 4] = 5
     figure = plots.plot_confusion_matrix(matrix)
     texts = {text.get_text() for text in figure.axes[0].texts}
-    assert {"5", "1,000"} <= texts                                 # mistakes and right answers are both printed
+    assert {"5", "1,000"} <= texts  # mistakes and right answers are both printed
     colours = figure.axes[0].collections[0].get_array()
-    assert np.ma.count_masked(colours) == 10                       # the diagonal is left out of the colour scale
+    assert (
+        np.ma.count_masked(colours) == 10
+    )  # the diagonal is left out of the colour scale
 
 
 def test_feature_maps_choose_a_diverging_scale_only_for_signed_maps(digits) -> None:
     images, _ = digits
-    signed = plots.plot_feature_maps(torch.randn(5, 7, 7), image=images[0], columns=3, title="signed")
-    positive = plots.plot_feature_maps(torch.rand(4, 14, 14), captions=list("abcd"), columns=4)
-    assert sum(bool(ax.images) for ax in signed.axes) == 6         # the input and five maps
+    signed = plots.plot_feature_maps(
+        torch.randn(5, 7, 7), image=images[0], columns=3, title="signed"
+    )
+    positive = plots.plot_feature_maps(
+        torch.rand(4, 14, 14), captions=list("abcd"), columns=4
+    )
+    assert sum(bool(ax.images) for ax in signed.axes) == 6  # the input and five maps
     assert signed.axes[1].images[0].get_cmap().name == "RdBu_r"
     assert positive.axes[0].images[0].get_cmap().name == "magma"
     assert [ax.get_title() for ax in positive.axes[:4]] == list("abcd")

@@ -40,12 +40,20 @@ SAMPLES = Path(__file__).resolve().parent.parent / "book" / "samples"
 PAPER, INK = 235, 25
 
 
-def seven(size: tuple[int, int] = (160, 120), box: tuple[int, int, int, int] = (50, 20, 100, 100),
-          width: int = 7) -> Image.Image:
+def seven(
+    size: tuple[int, int] = (160, 120),
+    box: tuple[int, int, int, int] = (50, 20, 100, 100),
+    width: int = 7,
+) -> Image.Image:
     """A pen '7' in grey, dark on light paper."""
     image = Image.new("L", size, PAPER)
     x0, y0, x1, y1 = box
-    ImageDraw.Draw(image).line([(x0, y0), (x1, y0), (x0 + (x1 - x0) * 0.35, y1)], fill=INK, width=width, joint="curve")
+    ImageDraw.Draw(image).line(
+        [(x0, y0), (x1, y0), (x0 + (x1 - x0) * 0.35, y1)],
+        fill=INK,
+        width=width,
+        joint="curve",
+    )
     return image
 
 
@@ -70,8 +78,11 @@ def centred(image: object, **kwargs: object) -> np.ndarray:
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Correlation of two 28x28 images, allowing the one-pixel difference that whole-pixel centring can make."""
     b = np.asarray(b, dtype=np.float64).reshape(28, 28)
-    return max(float(np.corrcoef(np.ravel(a), np.roll(b, (dy, dx), axis=(0, 1)).ravel())[0, 1])
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    return max(
+        float(np.corrcoef(np.ravel(a), np.roll(b, (dy, dx), axis=(0, 1)).ravel())[0, 1])
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    )
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
@@ -82,10 +93,22 @@ def encoded(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
 
 def png_header(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height but whose data is tiny: a decompression bomb's shape."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def digit_of(name: str) -> int:
@@ -104,16 +127,27 @@ def reference() -> np.ndarray:
 
 # --- preprocessing: what comes out looks like MNIST ---------------------------------------------
 
+
 def test_output_is_a_normalised_mnist_like_batch() -> None:
     steps = preprocess_image(seven(), keep_steps=True)
     assert steps.tensor.shape == (1, 1, 28, 28) and steps.tensor.dtype == torch.float32
-    assert steps.centred.dtype == np.uint8 and steps.centred.shape == (FIELD_SIDE, FIELD_SIDE)
-    assert steps.centred.max() == 255 and steps.centred[0].max() == 0 and steps.centred[:, 0].max() == 0
+    assert steps.centred.dtype == np.uint8 and steps.centred.shape == (
+        FIELD_SIDE,
+        FIELD_SIDE,
+    )
+    assert (
+        steps.centred.max() == 255
+        and steps.centred[0].max() == 0
+        and steps.centred[:, 0].max() == 0
+    )
     rows = np.flatnonzero(steps.centred.any(axis=1))
     columns = np.flatnonzero(steps.centred.any(axis=0))
     assert max(rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1) == 20
     weights = steps.centred.astype(np.float64)
-    centre = [(weights.sum(axis=1 - axis) * np.arange(28)).sum() / weights.sum() for axis in (0, 1)]
+    centre = [
+        (weights.sum(axis=1 - axis) * np.arange(28)).sum() / weights.sum()
+        for axis in (0, 1)
+    ]
     assert np.allclose(centre, 14, atol=0.5)
     mean, std = 0.1307, 0.3081
     expected = (torch.from_numpy(steps.centred).float() / 255 - mean) / std
@@ -125,34 +159,54 @@ def test_steps_keep_the_aspect_ratio_and_find_the_ink_polarity() -> None:
     steps = preprocess_image(seven(), keep_steps=True)
     assert steps.dark_ink
     assert steps.grey.shape == (72, 96) and steps.grey.dtype == np.uint8
-    assert steps.ink.shape == steps.grey.shape and steps.ink.max() == 255 and steps.ink[0, 0] == 0
+    assert (
+        steps.ink.shape == steps.grey.shape
+        and steps.ink.max() == 255
+        and steps.ink[0, 0] == 0
+    )
     height, width = steps.cropped.shape
-    assert steps.scaled.shape[0] == 20 and abs(steps.scaled.shape[1] - 20 * width / height) <= 1
+    assert (
+        steps.scaled.shape[0] == 20
+        and abs(steps.scaled.shape[1] - 20 * width / height) <= 1
+    )
     assert not preprocess_image(ImageOps.invert(seven()), keep_steps=True).dark_ink
 
 
-def test_position_size_polarity_light_noise_and_tint_do_not_change_the_result(reference: np.ndarray) -> None:
+def test_position_size_polarity_light_noise_and_tint_do_not_change_the_result(
+    reference: np.ndarray,
+) -> None:
     rng = np.random.default_rng(0)
     pixels = np.asarray(seven(), dtype=np.float64)
     columns = np.arange(160)[None, :]
-    uneven = np.clip(pixels * (0.55 + 0.45 * columns / 160) + rng.normal(0, 6, pixels.shape), 0, 255)
+    uneven = np.clip(
+        pixels * (0.55 + 0.45 * columns / 160) + rng.normal(0, 6, pixels.shape), 0, 255
+    )
     tinted = np.dstack([pixels, pixels * 0.9, pixels * 0.7])
     assert similarity(reference, centred(seven(box=(5, 5, 55, 85)))) > 0.95
     assert similarity(reference, centred(ImageOps.invert(seven()))) > 0.95
     assert similarity(reference, centred(uneven.astype(np.uint8))) > 0.95
     assert similarity(reference, centred(tinted.astype(np.uint8))) > 0.95
-    assert similarity(reference, centred(seven((800, 600), (300, 200, 550, 600), width=35))) > 0.75
+    assert (
+        similarity(
+            reference, centred(seven((800, 600), (300, 200, 550, 600), width=35))
+        )
+        > 0.75
+    )
     # The same comparison tells different digits, and a plain resize, apart.
     assert similarity(reference, centred(one())) < 0.5
     assert similarity(reference, centred(zero())) < 0.5
     assert similarity(reference, resize_naively(seven())[0, 0].numpy()) < 0.5
 
 
-def test_preprocessing_an_mnist_style_image_again_changes_little(reference: np.ndarray) -> None:
+def test_preprocessing_an_mnist_style_image_again_changes_little(
+    reference: np.ndarray,
+) -> None:
     assert similarity(reference, centred(reference.astype(np.uint8))) > 0.9
 
 
-def test_specks_far_lighter_than_the_digit_do_not_move_the_crop(reference: np.ndarray) -> None:
+def test_specks_far_lighter_than_the_digit_do_not_move_the_crop(
+    reference: np.ndarray,
+) -> None:
     speckled = seven()
     draw = ImageDraw.Draw(speckled)
     for x, y in [(5, 5), (150, 110), (150, 8)]:
@@ -160,34 +214,79 @@ def test_specks_far_lighter_than_the_digit_do_not_move_the_crop(reference: np.nd
     assert similarity(reference, centred(speckled)) > 0.95
 
 
-@pytest.mark.parametrize("convert", [
-    pytest.param(lambda im: im.convert("RGB"), id="RGB"),
-    pytest.param(lambda im: im.convert("1", dither=Image.Dither.NONE), id="1-bit"),
-    pytest.param(lambda im: im.convert("RGB").quantize(8), id="P"),
-    pytest.param(lambda im: im.convert("CMYK"), id="CMYK"),
-    pytest.param(lambda im: Image.open(io.BytesIO(encoded(im.convert("CMYK"), "JPEG", quality=95))), id="CMYK-JPEG"),
-    pytest.param(lambda im: im.convert("LA"), id="LA"),
-    pytest.param(lambda im: Image.fromarray(np.asarray(im).astype(np.uint16) * 257), id="16-bit"),
-    pytest.param(lambda im: Image.open(io.BytesIO(encoded(Image.fromarray(np.asarray(im).astype(np.uint16) * 257)))),
-                 id="16-bit-PNG"),
-    pytest.param(lambda im: Image.fromarray(np.asarray(im).astype(np.int32) * 257), id="32-bit-I"),
-    pytest.param(lambda im: Image.fromarray(np.asarray(im).astype(np.float32) / 255), id="float-F"),
-])
+@pytest.mark.parametrize(
+    "convert",
+    [
+        pytest.param(lambda im: im.convert("RGB"), id="RGB"),
+        pytest.param(lambda im: im.convert("1", dither=Image.Dither.NONE), id="1-bit"),
+        pytest.param(lambda im: im.convert("RGB").quantize(8), id="P"),
+        pytest.param(lambda im: im.convert("CMYK"), id="CMYK"),
+        pytest.param(
+            lambda im: Image.open(
+                io.BytesIO(encoded(im.convert("CMYK"), "JPEG", quality=95))
+            ),
+            id="CMYK-JPEG",
+        ),
+        pytest.param(lambda im: im.convert("LA"), id="LA"),
+        pytest.param(
+            lambda im: Image.fromarray(np.asarray(im).astype(np.uint16) * 257),
+            id="16-bit",
+        ),
+        pytest.param(
+            lambda im: Image.open(
+                io.BytesIO(
+                    encoded(Image.fromarray(np.asarray(im).astype(np.uint16) * 257))
+                )
+            ),
+            id="16-bit-PNG",
+        ),
+        pytest.param(
+            lambda im: Image.fromarray(np.asarray(im).astype(np.int32) * 257),
+            id="32-bit-I",
+        ),
+        pytest.param(
+            lambda im: Image.fromarray(np.asarray(im).astype(np.float32) / 255),
+            id="float-F",
+        ),
+    ],
+)
 def test_every_image_mode_gives_the_same_digit(reference: np.ndarray, convert) -> None:
     assert similarity(reference, centred(convert(seven()))) > 0.9
 
 
-@pytest.mark.parametrize("ink_colour", [(0, 0, 0), (255, 255, 255), (30, 60, 200)], ids=["black", "white", "blue"])
-def test_strokes_on_a_transparent_layer_are_found_whatever_their_colour(reference: np.ndarray, ink_colour) -> None:
+@pytest.mark.parametrize(
+    "ink_colour",
+    [(0, 0, 0), (255, 255, 255), (30, 60, 200)],
+    ids=["black", "white", "blue"],
+)
+def test_strokes_on_a_transparent_layer_are_found_whatever_their_colour(
+    reference: np.ndarray, ink_colour
+) -> None:
     coverage = (PAPER - np.asarray(seven(), dtype=np.float64)) / (PAPER - INK)
-    layer = np.dstack([np.broadcast_to(np.array(ink_colour, dtype=np.float64), coverage.shape + (3,)), coverage * 255])
-    assert similarity(reference, centred(Image.fromarray(layer.round().astype(np.uint8), "RGBA"))) > 0.9
+    layer = np.dstack(
+        [
+            np.broadcast_to(
+                np.array(ink_colour, dtype=np.float64), coverage.shape + (3,)
+            ),
+            coverage * 255,
+        ]
+    )
+    assert (
+        similarity(
+            reference, centred(Image.fromarray(layer.round().astype(np.uint8), "RGBA"))
+        )
+        > 0.9
+    )
 
 
-def test_a_palette_image_with_a_transparent_background_is_read(reference: np.ndarray) -> None:
+def test_a_palette_image_with_a_transparent_background_is_read(
+    reference: np.ndarray,
+) -> None:
     palette = seven().convert("P")
     palette.info["transparency"] = PAPER
-    assert similarity(reference, centred(Image.open(io.BytesIO(encoded(palette))))) > 0.9
+    assert (
+        similarity(reference, centred(Image.open(io.BytesIO(encoded(palette))))) > 0.9
+    )
 
 
 def test_exif_orientation_is_honoured(reference: np.ndarray) -> None:
@@ -197,7 +296,10 @@ def test_exif_orientation_is_honoured(reference: np.ndarray) -> None:
     exif[0x0112] = 6
     content = encoded(sideways, "JPEG", quality=95, exif=exif)
     assert similarity(reference, centred(content)) > 0.9
-    assert similarity(reference, centred(seven().transpose(Image.Transpose.ROTATE_90))) < 0.5
+    assert (
+        similarity(reference, centred(seven().transpose(Image.Transpose.ROTATE_90)))
+        < 0.5
+    )
 
 
 def test_every_kind_of_source_gives_the_same_result(tmp_path: Path) -> None:
@@ -206,11 +308,24 @@ def test_every_kind_of_source_gives_the_same_result(tmp_path: Path) -> None:
     picture.save(path)
     grey = np.asarray(picture)
     expected = preprocess_image(picture)
-    sources = [path, str(path), path.read_bytes(), bytearray(path.read_bytes()), memoryview(path.read_bytes()),
-               grey, grey.astype(np.float32) / 255, grey.astype(np.float64), grey.astype(np.uint16) * 257,
-               grey[:, :, None], np.dstack([grey] * 3), grey.astype(np.int64)]
+    sources = [
+        path,
+        str(path),
+        path.read_bytes(),
+        bytearray(path.read_bytes()),
+        memoryview(path.read_bytes()),
+        grey,
+        grey.astype(np.float32) / 255,
+        grey.astype(np.float64),
+        grey.astype(np.uint16) * 257,
+        grey[:, :, None],
+        np.dstack([grey] * 3),
+        grey.astype(np.int64),
+    ]
     for source in sources:
-        assert torch.allclose(preprocess_image(source), expected, atol=0.05), type(source)
+        assert torch.allclose(preprocess_image(source), expected, atol=0.05), type(
+            source
+        )
     assert similarity(centred(grey > 128), centred(picture)) > 0.9
 
 
@@ -228,7 +343,11 @@ def test_inputs_are_never_modified(tmp_path: Path) -> None:
     for source in (array, picture, path):
         preprocess_image(source)
     assert np.array_equal(array, array_before)
-    assert picture.tobytes() == picture_before and picture.size == (160, 120) and picture.mode == "RGB"
+    assert (
+        picture.tobytes() == picture_before
+        and picture.size == (160, 120)
+        and picture.mode == "RGB"
+    )
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
@@ -238,7 +357,14 @@ def test_a_large_photo_is_read_quickly_enough(reference: np.ndarray) -> None:
 
 
 def test_an_animated_image_is_read_from_its_first_frame() -> None:
-    content = encoded(seven(), "GIF", save_all=True, append_images=[zero(), one()], duration=100, loop=0)
+    content = encoded(
+        seven(),
+        "GIF",
+        save_all=True,
+        append_images=[zero(), one()],
+        duration=100,
+        loop=0,
+    )
     assert Image.open(io.BytesIO(content)).n_frames == 3
     first = centred(content)
     assert similarity(first, centred(seven())) > 0.99
@@ -246,6 +372,7 @@ def test_an_animated_image_is_read_from_its_first_frame() -> None:
 
 
 # --- bad input: one InvalidImageError each, with a one-line message --------------------------------
+
 
 def assert_invalid(source: object, *fragments: str, **kwargs: object) -> str:
     with pytest.raises(InvalidImageError) as caught:
@@ -259,7 +386,9 @@ def assert_invalid(source: object, *fragments: str, **kwargs: object) -> str:
 
 
 def test_a_missing_file(tmp_path: Path) -> None:
-    assert_invalid(tmp_path / "nowhere.png", "nowhere.png", "no such file", "check the path")
+    assert_invalid(
+        tmp_path / "nowhere.png", "nowhere.png", "no such file", "check the path"
+    )
 
 
 def test_a_folder(tmp_path: Path) -> None:
@@ -296,7 +425,9 @@ def test_a_zero_byte_file_and_empty_bytes(tmp_path: Path) -> None:
 def test_a_file_that_is_not_an_image(tmp_path: Path) -> None:
     notes = tmp_path / "notes.png"
     notes.write_text("a shopping list, not a picture\n")
-    assert_invalid(notes, "notes.png", "not an image Pillow can read", "save it as PNG or JPEG")
+    assert_invalid(
+        notes, "notes.png", "not an image Pillow can read", "save it as PNG or JPEG"
+    )
 
 
 def test_truncated_files() -> None:
@@ -309,21 +440,31 @@ def test_truncated_files() -> None:
 def test_corrupt_files() -> None:
     png = bytearray(encoded(seven()))
     start = png.index(b"IDAT") + 10
-    png[start:start + 20] = bytes(b ^ 0xFF for b in png[start:start + 20])
+    png[start : start + 20] = bytes(b ^ 0xFF for b in png[start : start + 20])
     assert_invalid(bytes(png), "truncated or corrupt")
     header = bytearray(encoded(seven()))
     header[20] ^= 0xFF
     assert_invalid(bytes(header), "not an image Pillow can read", "damaged header")
 
 
-@pytest.mark.parametrize("page", [
-    pytest.param(lambda: np.full((120, 160), 240, np.uint8), id="white"),
-    pytest.param(lambda: np.zeros((120, 160), np.uint8), id="black"),
-    pytest.param(lambda: np.clip(np.random.default_rng(1).normal(220, 4, (120, 160)), 0, 255).astype(np.uint8),
-                 id="noisy"),
-    pytest.param(lambda: np.tile(np.linspace(90, 250, 160), (120, 1)).astype(np.uint8), id="uneven-light"),
-    pytest.param(lambda: np.zeros((40, 40, 4), np.uint8), id="transparent"),
-])
+@pytest.mark.parametrize(
+    "page",
+    [
+        pytest.param(lambda: np.full((120, 160), 240, np.uint8), id="white"),
+        pytest.param(lambda: np.zeros((120, 160), np.uint8), id="black"),
+        pytest.param(
+            lambda: np.clip(
+                np.random.default_rng(1).normal(220, 4, (120, 160)), 0, 255
+            ).astype(np.uint8),
+            id="noisy",
+        ),
+        pytest.param(
+            lambda: np.tile(np.linspace(90, 250, 160), (120, 1)).astype(np.uint8),
+            id="uneven-light",
+        ),
+        pytest.param(lambda: np.zeros((40, 40, 4), np.uint8), id="transparent"),
+    ],
+)
 def test_a_blank_page_has_no_ink(page) -> None:
     assert_invalid(page(), "no ink found", "blank or too faint")
 
@@ -336,36 +477,55 @@ def test_a_faint_digit_is_too_faint() -> None:
 def test_a_decompression_bomb_is_refused_before_decoding() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        message = assert_invalid(png_header(10_000, 6_000), "10000x6000", "60 megapixels",
-                                 f"{MAX_PIXELS / 1e6:g}-megapixel limit", "decompression bomb")
+        message = assert_invalid(
+            png_header(10_000, 6_000),
+            "10000x6000",
+            "60 megapixels",
+            f"{MAX_PIXELS / 1e6:g}-megapixel limit",
+            "decompression bomb",
+        )
         assert "shrink" in message
         # Far beyond the limit Pillow itself refuses to open it; the message still gives ours.
-        assert_invalid(png_header(100_000, 100_000), f"{MAX_PIXELS / 1e6:g}-megapixel limit", "decompression bomb")
-    assert_invalid(seven(), "0.0192 megapixels", "0.01-megapixel limit", max_pixels=10_000)
+        assert_invalid(
+            png_header(100_000, 100_000),
+            f"{MAX_PIXELS / 1e6:g}-megapixel limit",
+            "decompression bomb",
+        )
+    assert_invalid(
+        seven(), "0.0192 megapixels", "0.01-megapixel limit", max_pixels=10_000
+    )
 
 
-@pytest.mark.parametrize(("array", "fragment"), [
-    (np.zeros((5, 5, 2), np.uint8), "shape (5, 5, 2)"),
-    (np.zeros((0, 5), np.uint8), "shape (0, 5)"),
-    (np.full((5, 5), np.nan), "NaN or infinite"),
-    (np.full((5, 5), -3), "not pixels"),
-])
+@pytest.mark.parametrize(
+    ("array", "fragment"),
+    [
+        (np.zeros((5, 5, 2), np.uint8), "shape (5, 5, 2)"),
+        (np.zeros((0, 5), np.uint8), "shape (0, 5)"),
+        (np.full((5, 5), np.nan), "NaN or infinite"),
+        (np.full((5, 5), -3), "not pixels"),
+    ],
+)
 def test_arrays_that_are_not_pictures(array: np.ndarray, fragment: str) -> None:
     assert_invalid(array, fragment)
 
 
 def test_a_source_of_the_wrong_type_is_a_type_error() -> None:
-    with pytest.raises(TypeError, match="pass a path, bytes, a PIL image or a NumPy array"):
+    with pytest.raises(
+        TypeError, match="pass a path, bytes, a PIL image or a NumPy array"
+    ):
         preprocess_image(42)
 
 
 # --- predictions ------------------------------------------------------------------------------------
 
+
 def test_predict_image_reads_drawn_digits(predictor: Predictor) -> None:
     for picture, digit in [(seven(), 7), (one(), 1), (zero(), 0)]:
         prediction = predict_image(picture, predictor)
         assert isinstance(prediction, Prediction) and prediction.digit == digit
-        assert prediction.probabilities.shape == (10,) and np.isclose(prediction.probabilities.sum(), 1, atol=1e-5)
+        assert prediction.probabilities.shape == (10,) and np.isclose(
+            prediction.probabilities.sum(), 1, atol=1e-5
+        )
         assert prediction.confidence == pytest.approx(prediction.probabilities.max())
         assert prediction.digit == int(prediction.probabilities.argmax())
 
@@ -379,7 +539,11 @@ def test_predict_images_matches_one_by_one(predictor: Predictor) -> None:
     batched = predict_images(pictures, predictor, batch_size=3)
     assert [p.digit for p in batched] == [7, 1, 0, 7]
     for picture, prediction in zip(pictures, batched):
-        assert np.allclose(predictor.predict(picture).probabilities, prediction.probabilities, atol=1e-5)
+        assert np.allclose(
+            predictor.predict(picture).probabilities,
+            prediction.probabilities,
+            atol=1e-5,
+        )
     with pytest.raises(InvalidImageError):
         predict_images([seven(), b"junk"], predictor)
 
@@ -388,7 +552,10 @@ def test_a_predictor_takes_a_checkpoint_or_a_bare_model() -> None:
     checkpoint = load_pretrained()
     from_checkpoint = Predictor(checkpoint, device="cpu")
     bare = Predictor(checkpoint.model)
-    assert from_checkpoint.normalization == checkpoint.normalization and from_checkpoint.device.type == "cpu"
+    assert (
+        from_checkpoint.normalization == checkpoint.normalization
+        and from_checkpoint.device.type == "cpu"
+    )
     assert bare.normalization == pytest.approx(checkpoint.normalization, abs=1e-3)
     assert predict_image(seven(), checkpoint).digit == 7
     assert bare.predict(seven()).digit == 7
@@ -406,18 +573,31 @@ def test_the_shipped_samples_are_small_and_labelled() -> None:
     assert {path.name.split("-")[0] for path in files} == {"photo", "stroke"}
 
 
-def test_mnist_style_preprocessing_reads_the_samples_and_a_plain_resize_does_not(predictor: Predictor) -> None:
+def test_mnist_style_preprocessing_reads_the_samples_and_a_plain_resize_does_not(
+    predictor: Predictor,
+) -> None:
     files = sample_files()
     labels = np.array([digit_of(path.name) for path in files])
     results = predict_folder(SAMPLES, predictor)
-    assert [result.path for result in results] == files and all(result.ok for result in results)
+    assert [result.path for result in results] == files and all(
+        result.ok for result in results
+    )
     mnist_style = np.mean([result.prediction.digit for result in results] == labels)
-    naive = np.mean([p.digit for p in predictor.predict_batch(torch.cat([resize_naively(f) for f in files]))] == labels)
+    naive = np.mean(
+        [
+            p.digit
+            for p in predictor.predict_batch(
+                torch.cat([resize_naively(f) for f in files])
+            )
+        ]
+        == labels
+    )
     assert mnist_style >= 0.97
     assert naive < 0.5
 
 
 # --- folders, CSV and the command line --------------------------------------------------------------
+
 
 @pytest.fixture()
 def folder(tmp_path: Path) -> Path:
@@ -435,21 +615,37 @@ def folder(tmp_path: Path) -> Path:
 
 def test_image_files_walks_the_folder_and_skips_other_files(folder: Path) -> None:
     names = [path.relative_to(folder).as_posix() for path in image_files(folder)]
-    assert names == ["a-seven.png", "b-one.jpg", "d-broken.png", "e-blank.png", "sub/c-zero.webp"]
+    assert names == [
+        "a-seven.png",
+        "b-one.jpg",
+        "d-broken.png",
+        "e-blank.png",
+        "sub/c-zero.webp",
+    ]
     with pytest.raises(InvalidImageError, match="not a folder"):
         image_files(folder / "a-seven.png")
 
 
-def test_predict_folder_keeps_going_past_bad_files(folder: Path, predictor: Predictor) -> None:
+def test_predict_folder_keeps_going_past_bad_files(
+    folder: Path, predictor: Predictor
+) -> None:
     results = predict_folder(folder, predictor, batch_size=2)
-    outcome = {result.path.name: result.prediction.digit if result.ok else result.error for result in results}
-    assert outcome["a-seven.png"] == 7 and outcome["b-one.jpg"] == 1 and outcome["c-zero.webp"] == 0
+    outcome = {
+        result.path.name: result.prediction.digit if result.ok else result.error
+        for result in results
+    }
+    assert (
+        outcome["a-seven.png"] == 7
+        and outcome["b-one.jpg"] == 1
+        and outcome["c-zero.webp"] == 0
+    )
     assert "truncated or corrupt" in outcome["d-broken.png"]
     assert "no ink found" in outcome["e-blank.png"]
 
 
-def test_write_csv_writes_one_row_per_result_and_never_overwrites(folder: Path, predictor: Predictor,
-                                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_write_csv_writes_one_row_per_result_and_never_overwrites(
+    folder: Path, predictor: Predictor, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     results = predict_folder(folder, predictor)
     target = tmp_path_factory.mktemp("out") / "results.csv"
     write_csv(results, target)
@@ -458,7 +654,9 @@ def test_write_csv_writes_one_row_per_result_and_never_overwrites(folder: Path, 
     assert [row["path"] for row in rows] == [str(result.path) for result in results]
     seven_row = rows[0]
     assert seven_row["digit"] == "7" and seven_row["error"] == ""
-    assert sum(float(seven_row[f"p{d}"]) for d in range(10)) == pytest.approx(1, abs=1e-4)
+    assert sum(float(seven_row[f"p{d}"]) for d in range(10)) == pytest.approx(
+        1, abs=1e-4
+    )
     assert rows[2]["digit"] == "" and "truncated or corrupt" in rows[2]["error"]
     before = target.read_bytes()
     with pytest.raises(FileExistsError, match="already exists"):
@@ -470,41 +668,60 @@ def test_file_result_to_dict() -> None:
     prediction = Prediction(3, 0.9, np.full(10, 0.1))
     assert FileResult(Path("x.png"), prediction).to_dict()["digit"] == 3
     failed = FileResult(Path("y.png"), error="no ink found").to_dict()
-    assert failed == {"path": "y.png", "digit": None, "confidence": None, "probabilities": None, "error": "no ink found"}
+    assert failed == {
+        "path": "y.png",
+        "digit": None,
+        "confidence": None,
+        "probabilities": None,
+        "error": "no ink found",
+    }
 
 
-def test_cli_prints_one_line_per_image_and_exits_1_when_any_failed(folder: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_one_line_per_image_and_exits_1_when_any_failed(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["predict", str(folder), str(folder / "missing.png")])
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert code == 1 and len(lines) == 6
-    assert re.fullmatch(rf"{re.escape(str(folder / 'a-seven.png'))}: 7 \(\d+\.\d%\)", lines[0]), lines[0]
+    assert re.fullmatch(
+        rf"{re.escape(str(folder / 'a-seven.png'))}: 7 \(\d+\.\d%\)", lines[0]
+    ), lines[0]
     assert "missing.png: error:" in lines[-1] and "no such file" in lines[-1]
     assert err.strip() == "python -m mnist_tutorial predict: 3 of 6 files failed"
 
 
-def test_cli_exits_0_when_every_file_is_read(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exits_0_when_every_file_is_read(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["predict", str(folder / "a-seven.png"), str(folder / "sub")]) == 0
     assert capsys.readouterr().err == ""
 
 
 def test_cli_json(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["predict", "--json", str(folder / "a-seven.png"), str(folder / "d-broken.png")])
+    code = main(
+        ["predict", "--json", str(folder / "a-seven.png"), str(folder / "d-broken.png")]
+    )
     results = json.loads(capsys.readouterr().out)
     assert code == 1 and [r["digit"] for r in results] == [7, None]
     assert len(results[0]["probabilities"]) == 10 and "truncated" in results[1]["error"]
 
 
-def test_cli_csv_and_its_misuse(folder: Path, tmp_path_factory: pytest.TempPathFactory,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_csv_and_its_misuse(
+    folder: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     target = tmp_path_factory.mktemp("out") / "results.csv"
     assert main(["predict", str(folder / "a-seven.png"), "--csv", str(target)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote 1 results to {target}"
     before = target.read_bytes()
     assert main(["predict", str(folder), "--csv", str(target)]) == 2
     assert "already exists" in capsys.readouterr().err and target.read_bytes() == before
-    assert main(["predict", str(folder), "--csv", str(target.parent / "no" / "r.csv")]) == 2
+    assert (
+        main(["predict", str(folder), "--csv", str(target.parent / "no" / "r.csv")])
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", str(folder), "--json", "--csv", str(target)])
@@ -512,5 +729,7 @@ def test_cli_csv_and_its_misuse(folder: Path, tmp_path_factory: pytest.TempPathF
     empty = tmp_path_factory.mktemp("empty")
     assert main(["predict", str(empty)]) == 2
     assert "no image files" in capsys.readouterr().err
-    assert main(["predict", str(folder), "--checkpoint", str(empty / "missing.pt")]) == 2
+    assert (
+        main(["predict", str(folder), "--checkpoint", str(empty / "missing.pt")]) == 2
+    )
     assert "no checkpoint at" in capsys.readouterr().err

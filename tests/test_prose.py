@@ -24,17 +24,29 @@ UNITS = r"%|x(?![\dx])|×(?!\s*\d)|times\b|ms\b|s\b|sec\b|seconds?\b|min\b|minut
 FIGURE = re.compile(
     rf"(?<![\w.,/-])(?P<number>\d{{1,3}}(?:,\d{{3}})*(?:\.\d+)?|\d+(?:\.\d+)?)(?:\s?(?P<unit>{UNITS}))?(?![\w.]\d)"
 )
-PLACEHOLDER = re.compile(r"to\s+be\s+measured|\bTODO\b|\bTBD\b|\bFIXME\b|not\s+(?:yet\s+)?timed", re.IGNORECASE)
+PLACEHOLDER = re.compile(
+    r"to\s+be\s+measured|\bTODO\b|\bTBD\b|\bFIXME\b|not\s+(?:yet\s+)?timed",
+    re.IGNORECASE,
+)
 # Markup whose numbers are not statements: inline code, links' targets, HTML, MyST labels and
 # directive options, display math (its numbers are in the sentence around it).
-NOT_PROSE = re.compile(r"`[^`\n]*`|\]\([^)]*\)|<[^>]+>|^\([\w-]+\)=$|^\s*:\w[\w-]*:.*$|\$\$.*?\$\$", re.DOTALL | re.MULTILINE)
+NOT_PROSE = re.compile(
+    r"`[^`\n]*`|\]\([^)]*\)|<[^>]+>|^\([\w-]+\)=$|^\s*:\w[\w-]*:.*$|\$\$.*?\$\$",
+    re.DOTALL | re.MULTILINE,
+)
 FENCE = re.compile(r"^\s*(?P<fence>`{3,}|~{3,})\s*(?P<info>\S*)")
 NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 # Figures quoted from published work: (page, figure as written) -> the bibliography key the page cites.
 LITERATURE: dict[tuple[str, str], str] = {
-    ("02_building_a_cnn", "0.95"): "lecun1998gradient",  # LeNet-5's test error rate, in %
-    ("06_experiments", "0.23"): "ciresan2012multi",  # a committee of 35 networks' test error rate, in %
+    (
+        "02_building_a_cnn",
+        "0.95",
+    ): "lecun1998gradient",  # LeNet-5's test error rate, in %
+    (
+        "06_experiments",
+        "0.23",
+    ): "ciresan2012multi",  # a committee of 35 networks' test error rate, in %
 }
 
 
@@ -43,7 +55,9 @@ def markdown_of(page: Path) -> str:
     if page.suffix == ".md":
         return page.read_text()
     cells = json.loads(page.read_text())["cells"]
-    return "\n\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown")
+    return "\n\n".join(
+        "".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown"
+    )
 
 
 def code_of(page: Path) -> str:
@@ -51,7 +65,9 @@ def code_of(page: Path) -> str:
     if page.suffix == ".md":
         return ""
     cells = json.loads(page.read_text())["cells"]
-    return "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+    return "\n".join(
+        "".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"
+    )
 
 
 def outputs_of(notebook: Path) -> str:
@@ -62,7 +78,13 @@ def outputs_of(notebook: Path) -> str:
             texts.append("".join(output.get("text", "")))
             for kind, value in output.get("data", {}).items():
                 if kind.startswith("text/"):
-                    texts.append(re.sub(r"<[^>]+>", " ", "".join(value) if isinstance(value, list) else value))
+                    texts.append(
+                        re.sub(
+                            r"<[^>]+>",
+                            " ",
+                            "".join(value) if isinstance(value, list) else value,
+                        )
+                    )
     return "\n".join(texts)
 
 
@@ -78,7 +100,10 @@ def backed(figure: str, values: set[float]) -> bool:
     target = float(written)
     for value in values:
         for scaled in (value, value * 100, value / 100):
-            if abs(scaled - target) < 10 ** -decimals and f"{scaled:.{decimals}f}" == written:
+            if (
+                abs(scaled - target) < 10**-decimals
+                and f"{scaled:.{decimals}f}" == written
+            ):
                 return True
     return False
 
@@ -88,12 +113,19 @@ def without_code(markdown: str) -> str:
     kept, open_fences = [], []  # each open fence: (its characters, whether it is code)
     for line in markdown.splitlines():
         match = FENCE.match(line)
-        if match and open_fences and match["fence"][0] == open_fences[-1][0][0] and not match["info"] \
-                and len(match["fence"]) >= len(open_fences[-1][0]):
+        if (
+            match
+            and open_fences
+            and match["fence"][0] == open_fences[-1][0][0]
+            and not match["info"]
+            and len(match["fence"]) >= len(open_fences[-1][0])
+        ):
             open_fences.pop()
         elif match and not any(code for _, code in open_fences):
             info = match["info"]
-            open_fences.append((match["fence"], not info.startswith("{") or info.startswith("{code")))
+            open_fences.append(
+                (match["fence"], not info.startswith("{") or info.startswith("{code"))
+            )
         elif not any(code for _, code in open_fences):
             kept.append(line)
     return "\n".join(kept)
@@ -102,7 +134,11 @@ def without_code(markdown: str) -> str:
 def figures(prose: str) -> Iterator[tuple[str, str]]:
     """Each figure the prose states, with the line around it."""
     for line in NOT_PROSE.sub(" ", without_code(prose)).splitlines():
-        inline_math = re.sub(r"\$[^$]*\$", lambda m: m.group(0) if re.search(r"\d\.\d", m.group(0)) else " ", line)
+        inline_math = re.sub(
+            r"\$[^$]*\$",
+            lambda m: m.group(0) if re.search(r"\d\.\d", m.group(0)) else " ",
+            line,
+        )
         for match in FIGURE.finditer(inline_math):
             number, unit = match.group("number"), match.group("unit")
             if "." in number and (unit or number.startswith("0.")):
@@ -119,12 +155,16 @@ NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
 
 @pytest.fixture(scope="module")
 def book_values() -> set[float]:
-    return set().union(*(printed_values(outputs_of(notebook)) for notebook in NOTEBOOKS))
+    return set().union(
+        *(printed_values(outputs_of(notebook)) for notebook in NOTEBOOKS)
+    )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda path: path.name)
 def test_every_figure_is_printed_by_a_cell(page: Path, book_values: set[float]) -> None:
-    values = printed_values(outputs_of(page)) if page.suffix == ".ipynb" else book_values
+    values = (
+        printed_values(outputs_of(page)) if page.suffix == ".ipynb" else book_values
+    )
     settings = printed_values(code_of(page))
     unbacked = []
     for figure, line in figures(markdown_of(page)):
@@ -133,7 +173,10 @@ def test_every_figure_is_printed_by_a_cell(page: Path, book_values: set[float]) 
         if figure.startswith("0.") and backed(figure, settings):
             continue
         unbacked.append(f"{figure} in: {line[:120]}")
-    assert not unbacked, f"{page.name}: {len(unbacked)} figures no output prints:\n" + "\n".join(unbacked)
+    assert not unbacked, (
+        f"{page.name}: {len(unbacked)} figures no output prints:\n"
+        + "\n".join(unbacked)
+    )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda path: path.name)
@@ -144,22 +187,48 @@ def test_no_placeholder_reaches_a_reader(page: Path) -> None:
 
 
 def test_quoted_figures_cite_their_source() -> None:
-    bibliography = (BOOK / "references.bib").read_text() if (BOOK / "references.bib").exists() else ""
+    bibliography = (
+        (BOOK / "references.bib").read_text()
+        if (BOOK / "references.bib").exists()
+        else ""
+    )
     for (stem, figure), key in LITERATURE.items():
         page = next(path for path in PAGES if path.stem == stem)
         prose = markdown_of(page)
-        assert figure in prose, f"{stem}: allow-listed {figure} no longer appears: remove it from LITERATURE"
-        assert re.search(rf"^@\w+\{{{re.escape(key)},", bibliography, re.MULTILINE), f"{key} is not in book/references.bib"
-        assert re.search(rf"\{{cite[:\w]*\}}`[^`]*\b{re.escape(key)}\b", prose), f"{stem} quotes {figure} but never cites {key}"
+        assert figure in prose, (
+            f"{stem}: allow-listed {figure} no longer appears: remove it from LITERATURE"
+        )
+        assert re.search(rf"^@\w+\{{{re.escape(key)},", bibliography, re.MULTILINE), (
+            f"{key} is not in book/references.bib"
+        )
+        assert re.search(rf"\{{cite[:\w]*\}}`[^`]*\b{re.escape(key)}\b", prose), (
+            f"{stem} quotes {figure} but never cites {key}"
+        )
 
 
 def test_the_scanner_finds_what_it_must() -> None:
     """The rules above, on sentences whose verdict is known."""
-    assert without_code("a\n```{dropdown} Solution\n~~~python\nx = 1.5\n~~~\nIt took 2.5 s.\n```\nb") == "a\nIt took 2.5 s.\nb"
-    found = [figure for figure, _ in figures(
-        "AdamW scored 98.18 % in 15.4 s, 2.9x faster, 12x in all, 4 times more, log loss 0.0978; "
-        "Python 3.11, 28x28 pixels, `lr=0.05`, $\\eta$, 70,000 digits, 99 % of them, after 3 s."
-    )]
+    assert (
+        without_code(
+            "a\n```{dropdown} Solution\n~~~python\nx = 1.5\n~~~\nIt took 2.5 s.\n```\nb"
+        )
+        == "a\nIt took 2.5 s.\nb"
+    )
+    found = [
+        figure
+        for figure, _ in figures(
+            "AdamW scored 98.18 % in 15.4 s, 2.9x faster, 12x in all, 4 times more, log loss 0.0978; "
+            "Python 3.11, 28x28 pixels, `lr=0.05`, $\\eta$, 70,000 digits, 99 % of them, after 3 s."
+        )
+    ]
     assert found == ["98.18", "15.4", "2.9", "12", "4", "0.0978", "3"]
-    assert backed("99.61", {0.99612}) and backed("0.9961", {99.61}) and backed("2.9", {2.94})
-    assert not backed("98.18", {98.15}) and not backed("99.61", {99.6}) and not backed("3", {3.6})
+    assert (
+        backed("99.61", {0.99612})
+        and backed("0.9961", {99.61})
+        and backed("2.9", {2.94})
+    )
+    assert (
+        not backed("98.18", {98.15})
+        and not backed("99.61", {99.6})
+        and not backed("3", {3.6})
+    )

@@ -81,12 +81,37 @@ def tiny_cli(small: MnistData, monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 
 def quick(**changes: object) -> TrainConfig:
-    return TrainConfig(**{"epochs": 1, "batch_size": 50, "lr": 3e-3, "device": "cpu", "augment": False, **changes})
+    return TrainConfig(
+        **{
+            "epochs": 1,
+            "batch_size": 50,
+            "lr": 3e-3,
+            "device": "cpu",
+            "augment": False,
+            **changes,
+        }
+    )
 
 
 def train_args(out: Path, *extra: str) -> list[str]:
-    return ["train", "--model", "mlp", "--epochs", "1", "--batch-size", "50", "--lr", "0.003", "--no-augment",
-            "--device", "cpu", "--no-progress", "--out", str(out), *extra]
+    return [
+        "train",
+        "--model",
+        "mlp",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--lr",
+        "0.003",
+        "--no-augment",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str], *fragments: str) -> str:
@@ -100,7 +125,9 @@ def one_line_error(capsys: pytest.CaptureFixture[str], *fragments: str) -> str:
 
 def seven(size: tuple[int, int] = (160, 120)) -> Image.Image:
     image = Image.new("L", size, PAPER)
-    ImageDraw.Draw(image).line([(50, 20), (100, 20), (67, 100)], fill=INK, width=7, joint="curve")
+    ImageDraw.Draw(image).line(
+        [(50, 20), (100, 20), (67, 100)], fill=INK, width=7, joint="curve"
+    )
     return image
 
 
@@ -110,7 +137,9 @@ def reference_digit() -> np.ndarray:
 
 def saved_payload(tmp_path: Path, **changes: object) -> Path:
     """A real mlp checkpoint with entries replaced (a value of None removes the entry)."""
-    path = save_checkpoint(tmp_path / "real.pt", build_model("mlp"), normalization=(0.1307, 0.3081))
+    path = save_checkpoint(
+        tmp_path / "real.pt", build_model("mlp"), normalization=(0.1307, 0.3081)
+    )
     payload = torch.load(path, weights_only=True)
     for key, value in changes.items():
         if value is None:
@@ -124,19 +153,31 @@ def saved_payload(tmp_path: Path, **changes: object) -> Path:
 
 # --- 1. `train --out model.json` would write the model card over the checkpoint -------------------
 
+
 @pytest.mark.parametrize("name", ["model.json", "MODEL.JSON"])
 def test_out_that_its_model_card_would_overwrite_is_refused_before_training(
-    tmp_path: Path, tiny_cli: list[object], capsys: pytest.CaptureFixture[str], name: str
+    tmp_path: Path,
+    tiny_cli: list[object],
+    capsys: pytest.CaptureFixture[str],
+    name: str,
 ) -> None:
     assert main(train_args(tmp_path / name)) == 2
-    one_line_error(capsys, f"--out {tmp_path / name} would be overwritten by its own model card",
-                   f"such as {(tmp_path / name).with_suffix('.pt')}")
+    one_line_error(
+        capsys,
+        f"--out {tmp_path / name} would be overwritten by its own model card",
+        f"such as {(tmp_path / name).with_suffix('.pt')}",
+    )
     assert tiny_cli == [] and list(tmp_path.iterdir()) == []
 
 
-def test_train_writes_the_checkpoint_and_its_card_side_by_side(tmp_path: Path, tiny_cli: list[object]) -> None:
+def test_train_writes_the_checkpoint_and_its_card_side_by_side(
+    tmp_path: Path, tiny_cli: list[object]
+) -> None:
     assert main(train_args(tmp_path / "model.pt")) == 0
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.json", "model.pt"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "model.json",
+        "model.pt",
+    ]
     assert load_checkpoint(tmp_path / "model.pt").architecture["name"] == "mlp"
     assert json.loads((tmp_path / "model.json").read_text())["epochs_run"] == 1
 
@@ -165,39 +206,68 @@ MEASURE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="measures memory through Linux's /proc")
-def test_a_crafted_huge_architecture_is_refused_before_any_weight_is_allocated(tmp_path: Path) -> None:
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists(),
+    reason="measures memory through Linux's /proc",
+)
+def test_a_crafted_huge_architecture_is_refused_before_any_weight_is_allocated(
+    tmp_path: Path,
+) -> None:
     # 784 x 20,000 + 20,000 x 20,000 weights: 1.7 GB of float32, from a file of about 1 MB.
-    crafted = saved_payload(tmp_path, architecture={"name": "mlp", "kwargs": {"hidden": [20000, 20000]}})
+    crafted = saved_payload(
+        tmp_path, architecture={"name": "mlp", "kwargs": {"hidden": [20000, 20000]}}
+    )
     assert crafted.stat().st_size < 2_000_000
-    result = subprocess.run([sys.executable, "-c", MEASURE, str(crafted)], capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(crafted)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr
     measured = json.loads(result.stdout)
-    assert "would have 415,920,010 parameters, over the 20,000,000 limit" in measured["outcome"]
+    assert (
+        "would have 415,920,010 parameters, over the 20,000,000 limit"
+        in measured["outcome"]
+    )
     assert measured["grown_kib"] < 50 * 1024  # peak memory grew by less than 50 MB
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"hidden": [50000, 50000]}, f"would have 2,539,800,010 parameters, over the {MAX_PARAMETERS:,} limit"),
-    ({"hidden": [10**12, 10**12]}, "cannot rebuild architecture"),
-    ({"widths": [4096, 4096, 4096]}, f"over the {MAX_PARAMETERS:,} limit"),
-])
-def test_architecture_limits_are_checked_without_building(tmp_path: Path, kwargs: dict, message: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"hidden": [50000, 50000]},
+            f"would have 2,539,800,010 parameters, over the {MAX_PARAMETERS:,} limit",
+        ),
+        ({"hidden": [10**12, 10**12]}, "cannot rebuild architecture"),
+        ({"widths": [4096, 4096, 4096]}, f"over the {MAX_PARAMETERS:,} limit"),
+    ],
+)
+def test_architecture_limits_are_checked_without_building(
+    tmp_path: Path, kwargs: dict, message: str
+) -> None:
     name = "cnn" if "widths" in kwargs else "mlp"
     with pytest.raises(CheckpointError) as raised:
-        load_checkpoint(saved_payload(tmp_path, architecture={"name": name, "kwargs": kwargs}))
+        load_checkpoint(
+            saved_payload(tmp_path, architecture={"name": name, "kwargs": kwargs})
+        )
     assert message in str(raised.value)
 
 
 def test_a_compressed_archive_is_refused_before_it_is_unpacked(tmp_path: Path) -> None:
     """torch.load inflates a deflated entry: 400 MB of zeros fit in 400 KB."""
-    real = save_checkpoint(tmp_path / "real.pt", build_model("mlp"), normalization=(0.1307, 0.3081))
+    real = save_checkpoint(
+        tmp_path / "real.pt", build_model("mlp"), normalization=(0.1307, 0.3081)
+    )
     bomb = tmp_path / "bomb.pt"
     with zipfile.ZipFile(real) as source, zipfile.ZipFile(bomb, "w") as out:
         for entry in source.infolist():
             out.writestr(entry, source.read(entry), compress_type=zipfile.ZIP_DEFLATED)
-    with pytest.raises(CheckpointError, match="compressed or oversized entries.*decompression bomb"):
+    with pytest.raises(
+        CheckpointError, match="compressed or oversized entries.*decompression bomb"
+    ):
         load_checkpoint(bomb)
 
 
@@ -205,12 +275,17 @@ def test_a_compressed_archive_is_refused_before_it_is_unpacked(tmp_path: Path) -
 
 # --- 4. `train` checks --out before training -------------------------------------------------------
 
+
 def test_out_under_a_file_is_refused_before_training(
     tmp_path: Path, tiny_cli: list[object], capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "notes.txt").write_text("a file")
     assert main(train_args(tmp_path / "notes.txt" / "model.pt")) == 2
-    one_line_error(capsys, "cannot be written (a part of the path is a file, not a folder)", "choose another place")
+    one_line_error(
+        capsys,
+        "cannot be written (a part of the path is a file, not a folder)",
+        "choose another place",
+    )
     assert tiny_cli == []
 
 
@@ -227,6 +302,7 @@ def test_out_in_a_read_only_folder_is_refused_before_training(
 
 # --- 5. --weight-decay nan or inf ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", [math.nan, math.inf, -1.0])
 def test_weight_decay_must_be_a_finite_number(value: float) -> None:
     with pytest.raises(ConfigError, match=r"weight_decay must be 0 or more"):
@@ -235,7 +311,10 @@ def test_weight_decay_must_be_a_finite_number(value: float) -> None:
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_weight_decay_nan_on_the_command_line(
-    value: str, tmp_path: Path, tiny_cli: list[object], capsys: pytest.CaptureFixture[str]
+    value: str,
+    tmp_path: Path,
+    tiny_cli: list[object],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(train_args(tmp_path / "model.pt", "--weight-decay", value)) == 2
     one_line_error(capsys, f"weight_decay must be 0 or more, got {value}")
@@ -244,6 +323,7 @@ def test_weight_decay_nan_on_the_command_line(
 
 # --- 6. NaN outputs are never answers -----------------------------------------------------------------
 
+
 def nan_model() -> torch.nn.Module:
     model = build_model("mlp")
     with torch.no_grad():
@@ -251,12 +331,29 @@ def nan_model() -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize(("model", "normalization", "message"), [
-    (nan_model, (0.1307, 0.3081), "the weights hold NaN or infinite values (in 7.weight)"),
-    (lambda: build_model("mlp"), (0.1307, 0.0), r"normalization (mean 0.1307, std 0.0) is not that of pixels"),
-    (lambda: build_model("mlp"), (math.nan, 0.3), "normalization (mean nan, std 0.3)"),
-])
-def test_a_checkpoint_that_can_only_give_nan_is_refused(tmp_path: Path, model, normalization, message: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "normalization", "message"),
+    [
+        (
+            nan_model,
+            (0.1307, 0.3081),
+            "the weights hold NaN or infinite values (in 7.weight)",
+        ),
+        (
+            lambda: build_model("mlp"),
+            (0.1307, 0.0),
+            r"normalization (mean 0.1307, std 0.0) is not that of pixels",
+        ),
+        (
+            lambda: build_model("mlp"),
+            (math.nan, 0.3),
+            "normalization (mean nan, std 0.3)",
+        ),
+    ],
+)
+def test_a_checkpoint_that_can_only_give_nan_is_refused(
+    tmp_path: Path, model, normalization, message: str
+) -> None:
     path = save_checkpoint(tmp_path / "broken.pt", model(), normalization=normalization)
     with pytest.raises(CheckpointError) as raised:
         load_checkpoint(path)
@@ -266,11 +363,16 @@ def test_a_checkpoint_that_can_only_give_nan_is_refused(tmp_path: Path, model, n
 def test_predict_and_evaluate_refuse_a_nan_checkpoint(
     tmp_path: Path, tiny_cli: list[object], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = save_checkpoint(tmp_path / "nan.pt", nan_model(), normalization=(0.1307, 0.3081))
+    path = save_checkpoint(
+        tmp_path / "nan.pt", nan_model(), normalization=(0.1307, 0.3081)
+    )
     picture = tmp_path / "seven.png"
     seven().save(picture)
-    for args in (["predict", str(picture), "--checkpoint", str(path)], ["predict", "--json", str(picture),
-                 "--checkpoint", str(path)], ["evaluate", str(path)]):
+    for args in (
+        ["predict", str(picture), "--checkpoint", str(path)],
+        ["predict", "--json", str(picture), "--checkpoint", str(path)],
+        ["evaluate", str(path)],
+    ):
         assert main(args) == 2
         one_line_error(capsys, "NaN or infinite")
         assert capsys.readouterr().out == ""
@@ -284,25 +386,38 @@ def test_a_model_that_gives_nan_gets_an_error_per_file_and_valid_json(
     overflowing = build_model("mlp").eval()
     with torch.no_grad():
         for parameter in overflowing.parameters():
-            parameter.fill_(1e30)  # finite weights whose outputs overflow to inf, then NaN in the softmax
+            parameter.fill_(
+                1e30
+            )  # finite weights whose outputs overflow to inf, then NaN in the softmax
     predictor = Predictor(overflowing, (0.1307, 0.3081))
     with pytest.raises(ModelOutputError, match="NaN or infinite outputs"):
         predictor.predict(seven())
     (result,) = predictor.predict_files([picture])
     assert not result.ok and "the model gave NaN or infinite outputs" in result.error
-    checkpoint = save_checkpoint(tmp_path / "overflowing.pt", overflowing, normalization=(0.1307, 0.3081))
+    checkpoint = save_checkpoint(
+        tmp_path / "overflowing.pt", overflowing, normalization=(0.1307, 0.3081)
+    )
     assert main(["predict", str(picture), "--checkpoint", str(checkpoint)]) == 1
-    assert capsys.readouterr().out.startswith(f"{picture}: error: {picture}: the model gave NaN or infinite outputs")
+    assert capsys.readouterr().out.startswith(
+        f"{picture}: error: {picture}: the model gave NaN or infinite outputs"
+    )
 
     def no_nan(constant: str) -> None:
         raise AssertionError(f"{constant} is not JSON")
 
-    assert main(["predict", "--json", str(picture), "--checkpoint", str(checkpoint)]) == 1
+    assert (
+        main(["predict", "--json", str(picture), "--checkpoint", str(checkpoint)]) == 1
+    )
     (entry,) = json.loads(capsys.readouterr().out, parse_constant=no_nan)
-    assert entry["digit"] is None and entry["probabilities"] is None and "NaN or infinite" in entry["error"]
+    assert (
+        entry["digit"] is None
+        and entry["probabilities"] is None
+        and "NaN or infinite" in entry["error"]
+    )
 
 
 # --- 7. one bad explicit path does not stop the batch -------------------------------------------------
+
 
 def test_bad_explicit_paths_get_their_error_and_the_others_go_on(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -328,7 +443,9 @@ def test_bad_explicit_paths_get_their_error_and_the_others_go_on(
 
 
 @pytest.mark.skipif(AS_ROOT, reason="root may search any folder")
-def test_a_file_in_a_folder_that_cannot_be_searched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_file_in_a_folder_that_cannot_be_searched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     hidden = tmp_path / "locked"
     hidden.mkdir()
     seven().save(hidden / "seven.png")
@@ -342,8 +459,12 @@ def test_a_file_in_a_folder_that_cannot_be_searched(tmp_path: Path, capsys: pyte
 
 # --- 8. resuming ---------------------------------------------------------------------------------------
 
+
 def without_seconds(history) -> list[dict]:
-    return [{k: v for k, v in dataclasses.asdict(r).items() if k != "seconds"} for r in history.epochs]
+    return [
+        {k: v for k, v in dataclasses.asdict(r).items() if k != "seconds"}
+        for r in history.epochs
+    ]
 
 
 def test_resuming_a_finished_one_cycle_run_with_more_epochs_trains_one_more_epoch(
@@ -362,14 +483,28 @@ def test_resuming_a_finished_one_cycle_run_with_more_epochs_trains_one_more_epoc
     torch.manual_seed(0)
     model = build_model("mlp")
     one = fit(model, small, quick(epochs=1), progress=False, log=None)
-    path = save_checkpoint(tmp_path / "one.pt", model, normalization=small.normalization, config=quick(epochs=1),
-                           history=one)
+    path = save_checkpoint(
+        tmp_path / "one.pt",
+        model,
+        normalization=small.normalization,
+        config=quick(epochs=1),
+        history=one,
+    )
     checkpoint = load_checkpoint(path)
-    resumed = fit(checkpoint.model, small, quick(epochs=2), progress=False, log=None, resume=checkpoint)
+    resumed = fit(
+        checkpoint.model,
+        small,
+        quick(epochs=2),
+        progress=False,
+        log=None,
+        resume=checkpoint,
+    )
     torch.manual_seed(0)
     straight = fit(build_model("mlp"), small, quick(epochs=2), progress=False, log=None)
 
-    assert [record.epoch for record in resumed.epochs] == [1, 2] and resumed.epochs[0] == one.epochs[0]
+    assert [record.epoch for record in resumed.epochs] == [1, 2] and resumed.epochs[
+        0
+    ] == one.epochs[0]
     # Epoch 2 follows the 2-epoch plan: it starts at that plan's rate for step 12 and ends at lr / 1000.
     # Recorded: the 1-epoch run, the resumed epoch 2, then the 2-epoch run's two epochs.
     assert first_rates[0] == first_rates[2] == pytest.approx(3e-4)
@@ -378,15 +513,37 @@ def test_resuming_a_finished_one_cycle_run_with_more_epochs_trains_one_more_epoc
     assert resumed.epochs[1].train_loss < one.epochs[0].train_loss
 
 
-def test_resuming_needs_more_epochs_and_the_same_recipe(small: MnistData, tmp_path: Path) -> None:
+def test_resuming_needs_more_epochs_and_the_same_recipe(
+    small: MnistData, tmp_path: Path
+) -> None:
     torch.manual_seed(0)
     model = build_model("mlp")
     history = fit(model, small, quick(epochs=1), progress=False, log=None)
-    checkpoint = load_checkpoint(save_checkpoint(tmp_path / "one.pt", model, normalization=small.normalization,
-                                                 config=quick(epochs=1), history=history))
-    with pytest.raises(CheckpointError, match="run is already at epoch 1; set epochs above 1 to train more"):
-        fit(checkpoint.model, small, quick(epochs=1), progress=False, log=None, resume=checkpoint)
-    with pytest.raises(CheckpointError, match="run has lr 0.003, not 0.01; a resumed run keeps its optimizer"):
+    checkpoint = load_checkpoint(
+        save_checkpoint(
+            tmp_path / "one.pt",
+            model,
+            normalization=small.normalization,
+            config=quick(epochs=1),
+            history=history,
+        )
+    )
+    with pytest.raises(
+        CheckpointError,
+        match="run is already at epoch 1; set epochs above 1 to train more",
+    ):
+        fit(
+            checkpoint.model,
+            small,
+            quick(epochs=1),
+            progress=False,
+            log=None,
+            resume=checkpoint,
+        )
+    with pytest.raises(
+        CheckpointError,
+        match="run has lr 0.003, not 0.01; a resumed run keeps its optimizer",
+    ):
         check_resumable(checkpoint, quick(epochs=2, lr=0.01))
     check_resumable(checkpoint, quick(epochs=2, patience=3, device="cpu"))
 
@@ -414,11 +571,21 @@ def test_an_interrupted_run_saved_every_epoch_resumes_as_if_never_stopped(
     path = tmp_path / "run.pt"
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        fit(build_model("mlp"), small, config, progress=False, log=None, save_to=path, save_every=1)
+        fit(
+            build_model("mlp"),
+            small,
+            config,
+            progress=False,
+            log=None,
+            save_to=path,
+            save_every=1,
+        )
     monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
     checkpoint = load_checkpoint(path)
     assert len(checkpoint.history.epochs) == 2  # only the epoch in progress is lost
-    resumed = fit(checkpoint.model, small, config, progress=False, log=None, resume=checkpoint)
+    resumed = fit(
+        checkpoint.model, small, config, progress=False, log=None, resume=checkpoint
+    )
     assert without_seconds(resumed) == without_seconds(expected)
     for name, tensor in uninterrupted.state_dict().items():
         assert torch.equal(tensor, checkpoint.model.state_dict()[name]), name
@@ -426,14 +593,31 @@ def test_an_interrupted_run_saved_every_epoch_resumes_as_if_never_stopped(
 
 def test_save_every_must_be_positive(small: MnistData, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="save_every must be at least 1"):
-        fit(build_model("mlp"), small, quick(), progress=False, log=None, save_to=tmp_path / "x.pt", save_every=0)
+        fit(
+            build_model("mlp"),
+            small,
+            quick(),
+            progress=False,
+            log=None,
+            save_to=tmp_path / "x.pt",
+            save_every=0,
+        )
     with pytest.raises(ConfigError, match="no architecture record"):
-        fit(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), small, quick(), progress=False,
-            log=None, save_to=tmp_path / "x.pt")
+        fit(
+            torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)),
+            small,
+            quick(),
+            progress=False,
+            log=None,
+            save_to=tmp_path / "x.pt",
+        )
 
 
 def test_command_line_resume_after_ctrl_c_and_with_more_epochs(
-    tmp_path: Path, tiny_cli: list[object], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tiny_cli: list[object],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import mnist_tutorial.train as train_module
 
@@ -451,32 +635,91 @@ def test_command_line_resume_after_ctrl_c_and_with_more_epochs(
     args = train_args(out, "--save-every", "1")
     args[args.index("--epochs") + 1] = "3"
     assert main(args) == 130
-    assert capsys.readouterr().err.strip() == (f"python -m mnist_tutorial train: interrupted; {out} holds the last "
-                                               f"epoch saved by --save-every; continue with --resume {out}")
+    assert capsys.readouterr().err.strip() == (
+        f"python -m mnist_tutorial train: interrupted; {out} holds the last "
+        f"epoch saved by --save-every; continue with --resume {out}"
+    )
     monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
 
     # No --model and no --epochs: the run goes on with its own settings, to its own 3 epochs.
-    assert main(["train", "--resume", str(out), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(["train", "--resume", str(out), "--out", str(out), "--no-progress"]) == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"resuming mlp from {out} after epoch 1, up to epoch 3"
     assert lines[1].startswith("mlp: ") and lines[1].endswith(" parameters")
     assert [record.epoch for record in load_checkpoint(out).history.epochs] == [1, 2, 3]
 
-    assert main(["train", "--resume", str(out), "--out", str(out), "--epochs", "4", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(out),
+                "--out",
+                str(out),
+                "--epochs",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     card = json.loads(out.with_suffix(".json").read_text())
-    assert card["epochs_run"] == 4 and card["config"]["lr"] == 0.003 and card["config"]["batch_size"] == 50
+    assert (
+        card["epochs_run"] == 4
+        and card["config"]["lr"] == 0.003
+        and card["config"]["batch_size"] == 50
+    )
     capsys.readouterr()
 
-    assert main(["train", "--resume", str(out), "--out", str(out), "--epochs", "4"]) == 2
+    assert (
+        main(["train", "--resume", str(out), "--out", str(out), "--epochs", "4"]) == 2
+    )
     one_line_error(capsys, "run is already at epoch 4; set epochs above 4")
-    assert main(["train", "--resume", str(out), "--out", str(out), "--epochs", "5", "--model", "cnn"]) == 2
-    one_line_error(capsys, "--model cnn does not match the mlp", "leave --model out when resuming")
-    assert main(["train", "--resume", str(out), "--out", str(out), "--epochs", "5", "--batch-size", "64"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(out),
+                "--out",
+                str(out),
+                "--epochs",
+                "5",
+                "--model",
+                "cnn",
+            ]
+        )
+        == 2
+    )
+    one_line_error(
+        capsys, "--model cnn does not match the mlp", "leave --model out when resuming"
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(out),
+                "--out",
+                str(out),
+                "--epochs",
+                "5",
+                "--batch-size",
+                "64",
+            ]
+        )
+        == 2
+    )
     one_line_error(capsys, "run has batch_size 50, not 64")
 
 
 def test_ctrl_c_without_a_saved_epoch_says_nothing_was_saved(
-    tmp_path: Path, tiny_cli: list[object], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tiny_cli: list[object],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import mnist_tutorial.train as train_module
 
@@ -485,20 +728,32 @@ def test_ctrl_c_without_a_saved_epoch_says_nothing_was_saved(
 
     monkeypatch.setattr(train_module, "train_one_epoch", interrupted)
     assert main(train_args(tmp_path / "model.pt")) == 130
-    assert capsys.readouterr().err.strip() == "python -m mnist_tutorial train: interrupted; nothing was saved"
+    assert (
+        capsys.readouterr().err.strip()
+        == "python -m mnist_tutorial train: interrupted; nothing was saved"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
 # --- 9. a batch larger than the training split ---------------------------------------------------------
 
-def test_a_batch_larger_than_the_data_is_refused_before_training(small: MnistData) -> None:
-    with pytest.raises(ConfigError, match="batch_size 601 is more than the 600 training images; use at most 600"):
+
+def test_a_batch_larger_than_the_data_is_refused_before_training(
+    small: MnistData,
+) -> None:
+    with pytest.raises(
+        ConfigError,
+        match="batch_size 601 is more than the 600 training images; use at most 600",
+    ):
         fit(build_model("mlp"), small, quick(batch_size=601), progress=False, log=None)
 
 
 @pytest.mark.parametrize("schedule", ["none", "onecycle", "step"])
 def test_a_batch_larger_than_the_data_on_the_command_line(
-    schedule: str, tmp_path: Path, tiny_cli: list[object], capsys: pytest.CaptureFixture[str]
+    schedule: str,
+    tmp_path: Path,
+    tiny_cli: list[object],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     args = train_args(tmp_path / "model.pt", "--schedule", schedule)
     args[args.index("--batch-size") + 1] = "60000"
@@ -512,52 +767,120 @@ def test_a_batch_larger_than_the_data_on_the_command_line(
 BAD_ENTRIES = {
     "no-architecture": ({"architecture": None}, "has no valid 'architecture' entry"),
     "no-kwargs": ({"architecture": {"name": "mlp"}}, "with a dict of 'kwargs'"),
-    "unknown-name": ({"architecture": {"name": "resnet", "kwargs": {}}}, "is not one of cnn, cnn_large"),
-    "negative-width": ({"architecture": {"name": "mlp", "kwargs": {"hidden": [-5, 3]}}},
-                       "cannot rebuild architecture"),
-    "unknown-argument": ({"architecture": {"name": "mlp", "kwargs": {"depth": 9}}}, "cannot rebuild architecture"),
+    "unknown-name": (
+        {"architecture": {"name": "resnet", "kwargs": {}}},
+        "is not one of cnn, cnn_large",
+    ),
+    "negative-width": (
+        {"architecture": {"name": "mlp", "kwargs": {"hidden": [-5, 3]}}},
+        "cannot rebuild architecture",
+    ),
+    "unknown-argument": (
+        {"architecture": {"name": "mlp", "kwargs": {"depth": 9}}},
+        "cannot rebuild architecture",
+    ),
     "no-normalization": ({"normalization": None}, "has no valid 'normalization' entry"),
-    "short-normalization": ({"normalization": [0.1]}, "normalization is [0.1], not (mean, std)"),
+    "short-normalization": (
+        {"normalization": [0.1]},
+        "normalization is [0.1], not (mean, std)",
+    ),
     "bad-history": ({"history": {"epochs": [{"epoch": 1}]}}, "its history is invalid"),
-    "history-of-words": ({"history": {"epochs": [{"epoch": 1, "train_loss": "low", "train_accuracy": 0.5,
-                                                  "val_loss": 0.5, "val_accuracy": 0.5, "lr": 0.1,
-                                                  "grad_norm": 1.0, "seconds": 1.0}]}},
-                         "its history is invalid (each epoch must be the 8 numbers that History.to_dict writes)"),
+    "history-of-words": (
+        {
+            "history": {
+                "epochs": [
+                    {
+                        "epoch": 1,
+                        "train_loss": "low",
+                        "train_accuracy": 0.5,
+                        "val_loss": 0.5,
+                        "val_accuracy": 0.5,
+                        "lr": 0.1,
+                        "grad_norm": 1.0,
+                        "seconds": 1.0,
+                    }
+                ]
+            }
+        },
+        "its history is invalid (each epoch must be the 8 numbers that History.to_dict writes)",
+    ),
     "bad-config": ({"config": {"epochs": "three"}}, "its training config is invalid"),
     "metrics-list": ({"metrics": [1, 2]}, "'metrics' entry is not a dict"),
-    "weights-of-words": ({"state_dict": {"1.weight": "heavy"}}, "the weights do not fit architecture 'mlp'"),
+    "weights-of-words": (
+        {"state_dict": {"1.weight": "heavy"}},
+        "the weights do not fit architecture 'mlp'",
+    ),
 }
 
 
 @pytest.mark.parametrize(("changes", "message"), BAD_ENTRIES.values(), ids=BAD_ENTRIES)
-def test_a_hand_made_checkpoint_gets_a_checkpoint_error(tmp_path: Path, changes: dict, message: str) -> None:
+def test_a_hand_made_checkpoint_gets_a_checkpoint_error(
+    tmp_path: Path, changes: dict, message: str
+) -> None:
     with pytest.raises(CheckpointError) as raised:
         load_checkpoint(saved_payload(tmp_path, **changes))
-    assert message in str(raised.value) and "\n" not in str(raised.value) and len(str(raised.value)) < 300
+    assert (
+        message in str(raised.value)
+        and "\n" not in str(raised.value)
+        and len(str(raised.value)) < 300
+    )
 
 
 @pytest.mark.parametrize("command", ["evaluate", "export-onnx"])
-@pytest.mark.parametrize("case", ["no-architecture", "no-kwargs", "no-normalization", "bad-history",
-                                  "negative-width"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "no-architecture",
+        "no-kwargs",
+        "no-normalization",
+        "bad-history",
+        "negative-width",
+    ],
+)
 def test_evaluate_and_export_report_a_hand_made_checkpoint_in_one_line(
-    tmp_path: Path, tiny_cli: list[object], capsys: pytest.CaptureFixture[str], command: str, case: str
+    tmp_path: Path,
+    tiny_cli: list[object],
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    case: str,
 ) -> None:
     crafted = saved_payload(tmp_path, **BAD_ENTRIES[case][0])
-    args = ["evaluate", str(crafted)] if command == "evaluate" else \
-        ["export-onnx", "--checkpoint", str(crafted), "--out", str(tmp_path / "m.onnx")]
+    args = (
+        ["evaluate", str(crafted)]
+        if command == "evaluate"
+        else [
+            "export-onnx",
+            "--checkpoint",
+            str(crafted),
+            "--out",
+            str(tmp_path / "m.onnx"),
+        ]
+    )
     assert main(args) == 2
     one_line_error(capsys, BAD_ENTRIES[case][1])
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_a_training_state_that_does_not_fit_is_a_checkpoint_error(small: MnistData, tmp_path: Path) -> None:
-    crafted = saved_payload(tmp_path, training_state={"optimizer": {"state": 5}, "average": {}})
+def test_a_training_state_that_does_not_fit_is_a_checkpoint_error(
+    small: MnistData, tmp_path: Path
+) -> None:
+    crafted = saved_payload(
+        tmp_path, training_state={"optimizer": {"state": 5}, "average": {}}
+    )
     checkpoint = load_checkpoint(crafted)
     with pytest.raises(CheckpointError, match="training state does not fit this run"):
-        fit(checkpoint.model, small, quick(epochs=2), progress=False, log=None, resume=checkpoint)
+        fit(
+            checkpoint.model,
+            small,
+            quick(epochs=2),
+            progress=False,
+            log=None,
+            resume=checkpoint,
+        )
 
 
 # --- poor: what is wrong with a file that is no checkpoint ---------------------------------------------
+
 
 class Trap:
     """A pickle that creates a file when it is loaded: it must never be."""
@@ -569,19 +892,23 @@ class Trap:
         return (Path.touch, (self.marker,))
 
 
-def test_files_that_are_no_checkpoint_say_what_they_are_and_never_run(tmp_path: Path) -> None:
+def test_files_that_are_no_checkpoint_say_what_they_are_and_never_run(
+    tmp_path: Path,
+) -> None:
     marker = tmp_path / "ran"
     bare = tmp_path / "bare.pt"
     bare.write_bytes(pickle.dumps({"weights": Trap(marker)}))
     zipped = tmp_path / "zipped.pt"
     torch.save({"weights": torch.zeros(2), "surprise": Trap(marker)}, zipped)
     noise = tmp_path / "noise.pt"
-    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    noise.write_bytes(
+        np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    )
     card = tmp_path / "model.json"
     card.write_text('{"architecture": {"name": "cnn"}}\n')
     expected = {
         bare: "is a bare Python pickle or an old-format PyTorch file, not an mnist_tutorial checkpoint; it was not "
-              "loaded",
+        "loaded",
         zipped: "when loaded; refused, it is not an mnist_tutorial checkpoint (only load files you trust)",
         noise: "is not a PyTorch checkpoint (unknown format); pass a .pt file written by train",
         card: "is a JSON file (a model card?), not a checkpoint",
@@ -589,7 +916,9 @@ def test_files_that_are_no_checkpoint_say_what_they_are_and_never_run(tmp_path: 
     for path, message in expected.items():
         with pytest.raises(CheckpointError) as raised:
             load_checkpoint(path)
-        assert message in str(raised.value) and "Weights only load failed" not in str(raised.value)
+        assert message in str(raised.value) and "Weights only load failed" not in str(
+            raised.value
+        )
     assert not marker.exists()
 
 
@@ -601,43 +930,64 @@ def test_a_pipe_a_folder_or_an_oversized_file_is_refused_without_reading_it(
     pipe = tmp_path / "model.pt"
     os.mkfifo(pipe)  # opening it to read would wait for a writer forever
     for path in (pipe, tmp_path):
-        with pytest.raises(CheckpointError, match="is a folder, a pipe or a device, not a checkpoint file"):
+        with pytest.raises(
+            CheckpointError,
+            match="is a folder, a pipe or a device, not a checkpoint file",
+        ):
             load_checkpoint(path)
     large = saved_payload(tmp_path)
     monkeypatch.setattr(train_module, "MAX_CHECKPOINT_BYTES", large.stat().st_size - 1)
-    with pytest.raises(CheckpointError, match="MB that a checkpoint of the book's models can need; it was not read"):
+    with pytest.raises(
+        CheckpointError,
+        match="MB that a checkpoint of the book's models can need; it was not read",
+    ):
         load_checkpoint(large)
 
 
 # --- poor: file-system errors are one line ---------------------------------------------------------------
 
-def test_a_data_root_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+
+def test_a_data_root_that_is_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "data.txt"
     root.write_text("not a folder")
     assert main(["download", "--data", str(root), "--no-npm"]) == 2
-    one_line_error(capsys, f"MNIST cannot be saved in {root / 'MNIST' / 'raw'} (a part of the path is a file, "
-                           "not a folder); choose another data root")
+    one_line_error(
+        capsys,
+        f"MNIST cannot be saved in {root / 'MNIST' / 'raw'} (a part of the path is a file, "
+        "not a folder); choose another data root",
+    )
     assert root.read_text() == "not a folder"
 
 
 @pytest.mark.skipif(AS_ROOT, reason="root may write anywhere")
-def test_a_data_root_that_cannot_be_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_data_root_that_cannot_be_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "locked"
     root.mkdir(mode=0o500)
     assert main(["download", "--data", str(root), "--no-npm"]) == 2
     one_line_error(capsys, "(permission denied); choose another data root")
 
 
-def test_csv_into_a_place_that_cannot_be_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_csv_into_a_place_that_cannot_be_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     picture = tmp_path / "seven.png"
     seven().save(picture)
     (tmp_path / "notes.txt").write_text("a file")
-    assert main(["predict", str(picture), "--csv", str(tmp_path / "notes.txt" / "r.csv")]) == 2
+    assert (
+        main(["predict", str(picture), "--csv", str(tmp_path / "notes.txt" / "r.csv")])
+        == 2
+    )
     one_line_error(capsys, "notes.txt is a file, not a folder")
 
 
 @pytest.mark.skipif(AS_ROOT, reason="root may write anywhere")
-def test_csv_into_a_read_only_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_csv_into_a_read_only_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     picture = tmp_path / "seven.png"
     seven().save(picture)
     locked = tmp_path / "locked"
@@ -646,21 +996,30 @@ def test_csv_into_a_read_only_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
     one_line_error(capsys, "cannot be written (permission denied)")
 
 
-def test_export_under_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_under_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "notes.txt").write_text("a file")
     with pytest.raises(ExportError, match="a part of the path is a file, not a folder"):
         export_onnx(None, tmp_path / "notes.txt" / "m.onnx")
     assert main(["export-onnx", "--out", str(tmp_path / "notes.txt" / "m.onnx")]) == 2
-    one_line_error(capsys, "cannot be written (a part of the path is a file, not a folder)")
+    one_line_error(
+        capsys, "cannot be written (a part of the path is a file, not a folder)"
+    )
 
 
 # --- poor: output that a reader or a spreadsheet can trust ------------------------------------------------
 
+
 @pytest.mark.parametrize("flags", [["--json"], []], ids=["json", "plain"])
 def test_a_reader_that_leaves_early_is_no_error(flags: list[str]) -> None:
     pictures = [str(path) for path in sorted(SAMPLES.glob("*.png"))[:3]]
-    process = subprocess.Popen([sys.executable, "-m", "mnist_tutorial", "predict", *flags, *pictures],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_tutorial", "predict", *flags, *pictures],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     process.stdout.close()  # as `| head -0` does: every write to stdout now fails
     error = process.stderr.read().decode()
     assert process.wait(timeout=300) == 141
@@ -669,17 +1028,31 @@ def test_a_reader_that_leaves_early_is_no_error(flags: list[str]) -> None:
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path: Path) -> None:
     prediction = Prediction(7, 0.9, np.full(10, 0.1))
-    results = [FileResult(Path("=HYPERLINK(\"x\")"), prediction), FileResult(Path("+1.png"), prediction),
-               FileResult(Path("-2.png"), error="-2.png is broken"), FileResult(Path("@sum.png"), prediction),
-               FileResult(Path("\tx.png"), prediction), FileResult(Path("plain.png"), error="=cmd|' /C calc'!A0")]
+    results = [
+        FileResult(Path('=HYPERLINK("x")'), prediction),
+        FileResult(Path("+1.png"), prediction),
+        FileResult(Path("-2.png"), error="-2.png is broken"),
+        FileResult(Path("@sum.png"), prediction),
+        FileResult(Path("\tx.png"), prediction),
+        FileResult(Path("plain.png"), error="=cmd|' /C calc'!A0"),
+    ]
     target = write_csv(results, tmp_path / "results.csv")
     import csv
 
     with open(target, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["path"] for row in rows] == ["'=HYPERLINK(\"x\")", "'+1.png", "'-2.png", "'@sum.png",
-                                             "'\tx.png", "plain.png"]
-    assert rows[2]["error"] == "'-2.png is broken" and rows[5]["error"] == "'=cmd|' /C calc'!A0"
+    assert [row["path"] for row in rows] == [
+        '\'=HYPERLINK("x")',
+        "'+1.png",
+        "'-2.png",
+        "'@sum.png",
+        "'\tx.png",
+        "plain.png",
+    ]
+    assert (
+        rows[2]["error"] == "'-2.png is broken"
+        and rows[5]["error"] == "'=cmd|' /C calc'!A0"
+    )
     assert rows[0]["digit"] == "7" and rows[0]["p0"] == "0.100000"
 
 
@@ -713,12 +1086,18 @@ def test_an_unreadable_subfolder_is_reported_not_skipped(
     monkeypatch.setattr(os, "scandir", refuse)
     results = predict_folder(tmp_path)
     assert [result.path for result in results] == [tmp_path / "seven.png", private]
-    assert results[1].error == f"{private}: the folder cannot be listed (permission denied); check its permissions"
+    assert (
+        results[1].error
+        == f"{private}: the folder cannot be listed (permission denied); check its permissions"
+    )
     files, failed = expand_paths([tmp_path])
     assert files == [tmp_path / "seven.png"] and failed == results[1:]
     assert main(["predict", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert f"{private}: error: {private}: the folder cannot be listed (permission denied)" in out
+    assert (
+        f"{private}: error: {private}: the folder cannot be listed (permission denied)"
+        in out
+    )
 
 
 @pytest.mark.skipif(AS_ROOT, reason="root may list any folder")
@@ -736,38 +1115,78 @@ def test_a_subfolder_without_read_permission_is_reported(tmp_path: Path) -> None
 
 # --- poor: pictures that are not blank ----------------------------------------------------------------
 
+
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-@pytest.mark.parametrize("array", [
-    pytest.param(lambda grey: grey.astype(np.float32) / PAPER * 1.01, id="float-overshoot-1.01"),
-    pytest.param(lambda grey: grey.astype(np.float64) / PAPER * 1.08 - 0.05, id="float-below-0-and-above-1"),
-    pytest.param(lambda grey: grey.astype(np.uint16), id="uint16-holding-0-255"),
-    pytest.param(lambda grey: np.dstack([grey] * 3).astype(np.uint16), id="uint16-rgb-holding-0-255"),
-    pytest.param(lambda grey: Image.fromarray(grey.astype(np.float32) / PAPER * 1.01), id="F-image-overshoot"),
-])
+@pytest.mark.parametrize(
+    "array",
+    [
+        pytest.param(
+            lambda grey: grey.astype(np.float32) / PAPER * 1.01,
+            id="float-overshoot-1.01",
+        ),
+        pytest.param(
+            lambda grey: grey.astype(np.float64) / PAPER * 1.08 - 0.05,
+            id="float-below-0-and-above-1",
+        ),
+        pytest.param(lambda grey: grey.astype(np.uint16), id="uint16-holding-0-255"),
+        pytest.param(
+            lambda grey: np.dstack([grey] * 3).astype(np.uint16),
+            id="uint16-rgb-holding-0-255",
+        ),
+        pytest.param(
+            lambda grey: Image.fromarray(grey.astype(np.float32) / PAPER * 1.01),
+            id="F-image-overshoot",
+        ),
+    ],
+)
 def test_pictures_in_a_slightly_unusual_range_are_read(array) -> None:
     grey = np.asarray(seven())
-    assert similarity(reference_digit(), preprocess_image(array(grey), keep_steps=True).centred) > 0.95
+    assert (
+        similarity(
+            reference_digit(), preprocess_image(array(grey), keep_steps=True).centred
+        )
+        > 0.95
+    )
 
 
-@pytest.mark.parametrize("picture", [
-    pytest.param(lambda grey: Image.fromarray(np.where(grey < 128, np.nan, 1.0).astype(np.float32)), id="F-NaN"),
-    pytest.param(lambda grey: Image.fromarray(np.where(grey < 128, np.inf, 0.5).astype(np.float32)), id="F-inf"),
-    pytest.param(lambda grey: np.where(grey < 128, np.nan, 1.0), id="array-NaN"),
-])
+@pytest.mark.parametrize(
+    "picture",
+    [
+        pytest.param(
+            lambda grey: Image.fromarray(
+                np.where(grey < 128, np.nan, 1.0).astype(np.float32)
+            ),
+            id="F-NaN",
+        ),
+        pytest.param(
+            lambda grey: Image.fromarray(
+                np.where(grey < 128, np.inf, 0.5).astype(np.float32)
+            ),
+            id="F-inf",
+        ),
+        pytest.param(lambda grey: np.where(grey < 128, np.nan, 1.0), id="array-NaN"),
+    ],
+)
 def test_nan_or_infinite_pixels_are_not_called_blank(picture) -> None:
     with pytest.raises(InvalidImageError, match="NaN or infinite values; replace them"):
         preprocess_image(picture(np.asarray(seven())))
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    (np.linspace(-3, 300, 160 * 120).reshape(120, 160), "the float pixels run from -3 to 300, neither [0, 1] nor 0-255"),
-    (np.full((20, 20), "a"), "the array's dtype <U1 holds no pixels"),
-    (np.full((20, 20), 1 + 2j), "the array's dtype complex128 holds no pixels"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            np.linspace(-3, 300, 160 * 120).reshape(120, 160),
+            "the float pixels run from -3 to 300, neither [0, 1] nor 0-255",
+        ),
+        (np.full((20, 20), "a"), "the array's dtype <U1 holds no pixels"),
+        (np.full((20, 20), 1 + 2j), "the array's dtype complex128 holds no pixels"),
+    ],
+)
 def test_arrays_that_hold_no_pixels(values: np.ndarray, message: str) -> None:
     with pytest.raises(InvalidImageError) as raised:
         preprocess_image(values)
@@ -778,15 +1197,23 @@ def test_a_hard_edged_shadow_is_not_read_as_a_digit() -> None:
     shadow = Image.new("L", (160, 120), 0)
     ImageDraw.Draw(shadow).polygon([(0, 0), (100, 0), (60, 120), (0, 120)], fill=255)
     pixels = np.asarray(seven(), dtype=np.float32)
-    pixels[np.asarray(shadow) > 0] *= 0.35  # a phone's shadow over the left half, the 7 half in it
-    with pytest.raises(InvalidImageError, match="far thicker than a pen stroke, looks like a shadow or the paper's "
-                                                "edge; crop to the digit or light it evenly"):
+    pixels[np.asarray(shadow) > 0] *= (
+        0.35  # a phone's shadow over the left half, the 7 half in it
+    )
+    with pytest.raises(
+        InvalidImageError,
+        match="far thicker than a pen stroke, looks like a shadow or the paper's "
+        "edge; crop to the digit or light it evenly",
+    ):
         preprocess_image(pixels.round().astype(np.uint8))
-    pixels[np.asarray(shadow) > 0] /= 0.35 / 0.75  # a light shadow leaves the digit readable
+    pixels[np.asarray(shadow) > 0] /= (
+        0.35 / 0.75
+    )  # a light shadow leaves the digit readable
     assert predict_image(pixels.round().astype(np.uint8)).digit == 7
 
 
 # --- poor: download and interruptions -------------------------------------------------------------------
+
 
 def test_ctrl_c_during_download_keeps_the_verified_files_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -795,7 +1222,9 @@ def test_ctrl_c_during_download_keeps_the_verified_files_and_says_so(
     raw = data_module.raw_folder(tmp_path)
     raw.mkdir(parents=True)
     for name in data_module.MNIST_FILES:
-        os.symlink(real_raw / name, raw / f"{name}.gz")  # a local source: .gz files may hold the raw bytes too
+        os.symlink(
+            real_raw / name, raw / f"{name}.gz"
+        )  # a local source: .gz files may hold the raw bytes too
     real_install = data_module._install_verified
     installed: list[str] = []
 
@@ -807,24 +1236,36 @@ def test_ctrl_c_during_download_keeps_the_verified_files_and_says_so(
 
     monkeypatch.setattr(data_module, "_install_verified", interrupted_at_the_third)
     assert main(["download", "--data", str(tmp_path), "--no-npm"]) == 130
-    assert capsys.readouterr().err.strip() == ("python -m mnist_tutorial download: interrupted; the files verified "
-                                               "so far are kept; run download again for the rest")
+    assert capsys.readouterr().err.strip() == (
+        "python -m mnist_tutorial download: interrupted; the files verified "
+        "so far are kept; run download again for the rest"
+    )
     kept = sorted(path.name for path in raw.iterdir() if not path.name.endswith(".gz"))
     assert kept == sorted(installed) and data_module.unverified_files(tmp_path) == [
-        name for name in data_module.MNIST_FILES if name not in installed]
+        name for name in data_module.MNIST_FILES if name not in installed
+    ]
 
     monkeypatch.setattr(data_module, "_install_verified", real_install)
     assert main(["download", "--data", str(tmp_path), "--no-npm"]) == 0
-    assert capsys.readouterr().out.strip() == f"MNIST ready in {raw} (from local .gz files)"
+    assert (
+        capsys.readouterr().out.strip()
+        == f"MNIST ready in {raw} (from local .gz files)"
+    )
     assert main(["download", "--data", str(tmp_path), "--no-npm"]) == 0
-    assert capsys.readouterr().out.strip() == (f"MNIST is already in {raw}: the four files are present and "
-                                               "verified")
+    assert capsys.readouterr().out.strip() == (
+        f"MNIST is already in {raw}: the four files are present and verified"
+    )
 
 
 # --- the command line turns only the package's own errors into exit code 2 ---------------------------
 
-@pytest.mark.parametrize("bug", [ValueError("a bug"), KeyError("a bug"), TypeError("a bug")])
-def test_a_bug_is_a_traceback_not_a_usage_error(bug: Exception, monkeypatch: pytest.MonkeyPatch) -> None:
+
+@pytest.mark.parametrize(
+    "bug", [ValueError("a bug"), KeyError("a bug"), TypeError("a bug")]
+)
+def test_a_bug_is_a_traceback_not_a_usage_error(
+    bug: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(args: object) -> int:
         raise bug
 
@@ -836,6 +1277,14 @@ def test_a_bug_is_a_traceback_not_a_usage_error(bug: Exception, monkeypatch: pyt
 def test_every_package_error_is_one_class(tmp_path: Path) -> None:
     from mnist_tutorial.data import DataRootError, DatasetUnavailableError
 
-    for error in (CheckpointError, InvalidImageError, ExportError, ConfigError, ModelOutputError, DataRootError,
-                  DatasetUnavailableError, cli.UsageError):
+    for error in (
+        CheckpointError,
+        InvalidImageError,
+        ExportError,
+        ConfigError,
+        ModelOutputError,
+        DataRootError,
+        DatasetUnavailableError,
+        cli.UsageError,
+    ):
         assert issubclass(error, MnistTutorialError), error

@@ -30,17 +30,34 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 # Flags that keep Chromium from calling home, which the offline check would see as refused requests.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 # sphinx-thebe registers its script twice, even with Thebe off: every page logs this (book-toolchain notes).
-KNOWN_CONSOLE_ERRORS = re.compile(r"Identifier 'THEBE_JS_URL' has already been declared")
-CDN_HOSTS = re.compile(r"cdn\.jsdelivr\.net|cdnjs\.cloudflare\.com|unpkg\.com|mathjax\.org|googleapis\.com")
-ARTIFACTS = Path(os.environ.get("MNIST_SITE_ARTIFACTS", ROOT / "build" / "test-artifacts" / "site"))
+KNOWN_CONSOLE_ERRORS = re.compile(
+    r"Identifier 'THEBE_JS_URL' has already been declared"
+)
+CDN_HOSTS = re.compile(
+    r"cdn\.jsdelivr\.net|cdnjs\.cloudflare\.com|unpkg\.com|mathjax\.org|googleapis\.com"
+)
+ARTIFACTS = Path(
+    os.environ.get("MNIST_SITE_ARTIFACTS", ROOT / "build" / "test-artifacts" / "site")
+)
 TIMEOUT_MS = 120_000
 SAMPLES = ROOT / "book" / "samples"
 # Pen strokes in the unit square (x right, y down), one list of points per stroke.
 DRAWINGS: dict[int, list[list[tuple[float, float]]]] = {
-    0: [[(0.5 + 0.2 * np.sin(t), 0.5 - 0.3 * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 25)]],
+    0: [
+        [
+            (0.5 + 0.2 * np.sin(t), 0.5 - 0.3 * np.cos(t))
+            for t in np.linspace(0, 2 * np.pi, 25)
+        ]
+    ],
     1: [[(0.48, 0.18), (0.52, 0.82)]],
     7: [[(0.28, 0.2), (0.72, 0.2), (0.42, 0.82)]],
 }
@@ -57,7 +74,10 @@ def toc_pages() -> list[str]:
             yield entry["file"]
             yield from walk(entry.get("sections", []))
 
-    return [toc["root"], *(page for part in toc["parts"] for page in walk(part["chapters"]))]
+    return [
+        toc["root"],
+        *(page for part in toc["parts"] for page in walk(part["chapters"])),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +89,11 @@ def site(built_html: Path) -> Path:
 def built_pages(site: Path) -> list[str]:
     """Every HTML page of the build, relative paths, the served vendor and demo folders left out."""
     skip = ("_static", "_vendor", "_demo", "_sources", "_images")
-    return sorted(path.relative_to(site).as_posix() for path in site.rglob("*.html")
-                  if path.relative_to(site).parts[0] not in skip)
+    return sorted(
+        path.relative_to(site).as_posix()
+        for path in site.rglob("*.html")
+        if path.relative_to(site).parts[0] not in skip
+    )
 
 
 def test_no_page_asks_a_cdn_for_code(site: Path) -> None:
@@ -87,7 +110,9 @@ def server(site: Path) -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(site))
+    )
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/"
@@ -105,7 +130,9 @@ def browser() -> Iterator[Any]:
             pytest.fail(message)
         pytest.skip(message)
     with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
         yield chromium
         chromium.close()
 
@@ -122,12 +149,27 @@ class Visit:
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
-        self.page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        self.page.on(
+            "console",
+            lambda message: (
+                message.type == "error" and self.errors.append(message.text)
+            ),
+        )
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-        self.page.on("requestfailed", lambda request: request.url.startswith(base)
-                     and self.broken.append(f"{request.url} ({request.failure})"))
-        self.page.on("response", lambda response: response.status >= 400
-                     and self.broken.append(f"{response.url} (HTTP {response.status})"))
+        self.page.on(
+            "requestfailed",
+            lambda request: (
+                request.url.startswith(base)
+                and self.broken.append(f"{request.url} ({request.failure})")
+            ),
+        )
+        self.page.on(
+            "response",
+            lambda response: (
+                response.status >= 400
+                and self.broken.append(f"{response.url} (HTTP {response.status})")
+            ),
+        )
 
     def _route(self, route: Any) -> None:
         host = urllib.parse.urlsplit(route.request.url).hostname
@@ -139,7 +181,9 @@ class Visit:
 
     def unexpected_errors(self) -> list[str]:
         """Return the console errors other than sphinx-thebe's known one."""
-        return [error for error in self.errors if not KNOWN_CONSOLE_ERRORS.search(error)]
+        return [
+            error for error in self.errors if not KNOWN_CONSOLE_ERRORS.search(error)
+        ]
 
     def close(self) -> None:
         self.context.close()
@@ -166,10 +210,15 @@ def wait_for_math_and_widgets(page: Any) -> dict[str, int]:
         views: document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length,
     })""")
     if counts["math"]:
-        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+        page.wait_for_function(
+            "() => window.MathJax && MathJax.startup && MathJax.startup.promise"
+        )
         page.evaluate("() => MathJax.startup.promise")
     if counts["views"]:
-        page.wait_for_function("n => document.querySelectorAll('.widget-subarea > *').length >= n", arg=counts["views"])
+        page.wait_for_function(
+            "n => document.querySelectorAll('.widget-subarea > *').length >= n",
+            arg=counts["views"],
+        )
     return counts
 
 
@@ -184,7 +233,9 @@ def resolves(url: str) -> bool:
         return response.status == 200
 
 
-def test_every_page_loads_offline_with_no_errors(site: Path, server: str, visit: Visit) -> None:
+def test_every_page_loads_offline_with_no_errors(
+    site: Path, server: str, visit: Visit
+) -> None:
     pages = built_pages(site)
     assert {f"{page}.html" for page in toc_pages()} <= set(pages)
     checked_urls: set[str] = set()
@@ -210,27 +261,43 @@ def test_every_page_loads_offline_with_no_errors(site: Path, server: str, visit:
                 return {width: box.width, height: box.height, error};
             }),
         })""")
-        assert not state["brokenImages"], f"{page_path}: images that did not load: {state['brokenImages']}"
+        assert not state["brokenImages"], (
+            f"{page_path}: images that did not load: {state['brokenImages']}"
+        )
         # Pictures drawn by widgets are blob: URLs, checked as images above.
-        for url in {url for url in state["resources"] if url.startswith("http")} - checked_urls:
+        for url in {
+            url for url in state["resources"] if url.startswith("http")
+        } - checked_urls:
             assert resolves(url), f"{page_path}: {url} does not resolve"
             checked_urls.add(url)
-        assert state["unrendered"] == 0 and state["mathErrors"] == 0, \
+        assert state["unrendered"] == 0 and state["mathErrors"] == 0, (
             f"{page_path}: {state['unrendered']} of {counts['math']} formulas not typeset, {state['mathErrors']} errors"
-        assert len(state["widgets"]) == counts["views"], f"{page_path}: {counts['views']} widgets stored, " \
-                                                         f"{len(state['widgets'])} drawn"
+        )
+        assert len(state["widgets"]) == counts["views"], (
+            f"{page_path}: {counts['views']} widgets stored, "
+            f"{len(state['widgets'])} drawn"
+        )
         for widget in state["widgets"]:
-            assert widget["width"] > 0 and widget["height"] > 0 and not widget["error"], \
-                f"{page_path}: a widget is invisible or failed: {widget}"
+            assert (
+                widget["width"] > 0 and widget["height"] > 0 and not widget["error"]
+            ), f"{page_path}: a widget is invisible or failed: {widget}"
         name = page_path.replace("/", "__").removesuffix(".html")
         page.screenshot(path=artifact(f"{name}.png"), full_page=True)
         for index, widget in enumerate(page.locator(".widget-subarea").all()):
             widget.screenshot(path=artifact(f"{name}-widget-{index}.png"))
-        report.append({"page": page_path, "images": state["images"], "formulas": counts["math"],
-                       "widgets": len(state["widgets"])})
+        report.append(
+            {
+                "page": page_path,
+                "images": state["images"],
+                "formulas": counts["math"],
+                "widgets": len(state["widgets"]),
+            }
+        )
         assert not visit.outside, f"{page_path}: asked the network for {visit.outside}"
         assert not visit.broken, f"{page_path}: failed requests: {visit.broken}"
-        assert not visit.unexpected_errors(), f"{page_path}: console errors: {visit.unexpected_errors()}"
+        assert not visit.unexpected_errors(), (
+            f"{page_path}: console errors: {visit.unexpected_errors()}"
+        )
     artifact("pages.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
@@ -266,17 +333,28 @@ def python_reading(picture: bytes | Path) -> tuple[np.ndarray, int, np.ndarray]:
     from mnist_tutorial.predict import predict_image, preprocess_image
 
     prediction = predict_image(picture)
-    return preprocess_image(picture, keep_steps=True).centred, prediction.digit, prediction.probabilities
+    return (
+        preprocess_image(picture, keep_steps=True).centred,
+        prediction.digit,
+        prediction.probabilities,
+    )
 
 
 def compare(browser_result: dict[str, Any], picture: bytes | Path) -> dict[str, Any]:
     """Return how the browser's reading of a picture compares with Python's."""
     centred, digit, probabilities = python_reading(picture)
-    browser_centred = np.array(browser_result["centred"], dtype=np.int64).reshape(28, 28)
+    browser_centred = np.array(browser_result["centred"], dtype=np.int64).reshape(
+        28, 28
+    )
     return {
-        "max_pixel_difference": int(np.abs(browser_centred - centred.astype(np.int64)).max()),
-        "browser_digit": browser_result["digit"], "python_digit": digit,
-        "max_probability_difference": float(np.abs(np.array(browser_result["probabilities"]) - probabilities).max()),
+        "max_pixel_difference": int(
+            np.abs(browser_centred - centred.astype(np.int64)).max()
+        ),
+        "browser_digit": browser_result["digit"],
+        "python_digit": digit,
+        "max_probability_difference": float(
+            np.abs(np.array(browser_result["probabilities"]) - probabilities).max()
+        ),
     }
 
 
@@ -284,7 +362,10 @@ def draw(page: Any, strokes: list[list[tuple[float, float]]]) -> None:
     """Draw strokes on the demo's pad with the mouse, as a reader would."""
     box = page.locator(".mnist-demo-pad").bounding_box()
     for stroke in strokes:
-        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        points = [
+            (box["x"] + x * box["width"], box["y"] + y * box["height"])
+            for x, y in stroke
+        ]
         page.mouse.move(*points[0])
         page.mouse.down()
         for point in points[1:]:
@@ -300,24 +381,43 @@ def test_demo_reads_drawn_digits_like_python(demo: Visit) -> None:
         before = page.evaluate("() => window.mnistDemo.count")
         draw(page, strokes)
         reading = page.evaluate("() => window.mnistDemo.idle()")
-        assert page.evaluate("() => window.mnistDemo.count") > before, "drawing made no prediction"
-        png = base64.b64decode(page.evaluate(
-            "() => document.querySelector('.mnist-demo-pad').toDataURL('image/png')").split(",", 1)[1])
+        assert page.evaluate("() => window.mnistDemo.count") > before, (
+            "drawing made no prediction"
+        )
+        png = base64.b64decode(
+            page.evaluate(
+                "() => document.querySelector('.mnist-demo-pad').toDataURL('image/png')"
+            ).split(",", 1)[1]
+        )
         artifact(f"drawn-{digit}.png").write_bytes(png)
         agreement = compare(reading, png)
-        results.append({"drawn": digit, "ms_final_prediction": round(reading["ms"], 2), **agreement})
+        results.append(
+            {
+                "drawn": digit,
+                "ms_final_prediction": round(reading["ms"], 2),
+                **agreement,
+            }
+        )
         assert page.text_content(".mnist-demo-answer") == str(reading["digit"])
-        assert reading["digit"] == digit, f"the demo read a drawn {digit} as {reading['digit']}"
+        assert reading["digit"] == digit, (
+            f"the demo read a drawn {digit} as {reading['digit']}"
+        )
         assert agreement["python_digit"] == digit
         assert agreement["max_pixel_difference"] == 0, agreement
     page.locator("#mnist-demo").screenshot(path=artifact("demo.png"))
     # Reported, not asserted: the time from the drawing's pixels to the ten probabilities.
-    timings = sorted(entry["ms"] for entry in page.evaluate("() => window.mnistDemo.timings")
-                     if entry["source"] == "drawing")
-    summary = {"drawings": results, "predictions_while_drawing": len(timings),
-               "ms_per_prediction_median": round(statistics.median(timings), 2),
-               "ms_per_prediction_p95": round(timings[int(0.95 * (len(timings) - 1))], 2),
-               "ms_per_prediction_max": round(timings[-1], 2)}
+    timings = sorted(
+        entry["ms"]
+        for entry in page.evaluate("() => window.mnistDemo.timings")
+        if entry["source"] == "drawing"
+    )
+    summary = {
+        "drawings": results,
+        "predictions_while_drawing": len(timings),
+        "ms_per_prediction_median": round(statistics.median(timings), 2),
+        "ms_per_prediction_p95": round(timings[int(0.95 * (len(timings) - 1))], 2),
+        "ms_per_prediction_max": round(timings[-1], 2),
+    }
     artifact("demo-drawing.json").write_text(json.dumps(summary, indent=2) + "\n")
     assert not demo.unexpected_errors() and not demo.outside and not demo.broken
 
@@ -331,7 +431,10 @@ def test_demo_reads_uploaded_files_like_python(demo: Visit) -> None:
         reading = page.evaluate("() => window.mnistDemo.idle()")
         agreement = compare(reading, SAMPLES / name)
         true_digit = int(re.search(r"digit-(\d)", name)[1])
-        assert reading["digit"] == agreement["python_digit"] == true_digit, (name, agreement)
+        assert reading["digit"] == agreement["python_digit"] == true_digit, (
+            name,
+            agreement,
+        )
         assert agreement["max_pixel_difference"] == 0, (name, agreement)
         assert page.text_content(".mnist-demo-answer") == str(true_digit)
     assert not demo.unexpected_errors() and not demo.outside and not demo.broken
@@ -343,22 +446,31 @@ def test_demo_explains_pictures_it_cannot_read(demo: Visit, tmp_path: Path) -> N
     Image.new("RGB", (60, 40), "white").save(blank)
     not_a_picture = tmp_path / "notes.png"
     not_a_picture.write_text("not a picture")
-    for path, message in [(blank, "no ink found"), (not_a_picture, "not a picture the browser can read")]:
+    for path, message in [
+        (blank, "no ink found"),
+        (not_a_picture, "not a picture the browser can read"),
+    ]:
         page.set_input_files(".mnist-demo-upload", str(path))
-        page.wait_for_function("m => document.querySelector('.mnist-demo-status').textContent.includes(m)",
-                               arg=message)
+        page.wait_for_function(
+            "m => document.querySelector('.mnist-demo-status').textContent.includes(m)",
+            arg=message,
+        )
     assert page.evaluate("() => window.mnistDemo.count") == 0
     assert not demo.unexpected_errors() and not demo.outside and not demo.broken
 
 
 def agreement_pictures(folder: Path) -> list[tuple[str, bytes]]:
     """Return the book's 200 sample pictures, and some of them enlarged, as JPEG and see-through: (name, bytes)."""
-    pictures = [(path.name, path.read_bytes()) for path in sorted(SAMPLES.glob("*.png"))]
+    pictures = [
+        (path.name, path.read_bytes()) for path in sorted(SAMPLES.glob("*.png"))
+    ]
     for path in sorted(SAMPLES.glob("*.png"))[::25]:
         with Image.open(path) as image:
             rgba = image.convert("RGBA")
         # The stroke samples are ink on a transparent layer; on white paper they can be saved without it.
-        on_paper = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+        on_paper = Image.alpha_composite(
+            Image.new("RGBA", rgba.size, "white"), rgba
+        ).convert("RGB")
         # Large pictures take Pillow's reduce-then-resample path.
         for size in [(640, 480), (333, 1000)]:
             out = folder / f"{path.stem}-{size[0]}x{size[1]}.png"
@@ -383,19 +495,29 @@ def test_demo_agrees_with_python_on_every_sample(demo: Visit, tmp_path: Path) ->
     rows = []
     for name, data in agreement_pictures(tmp_path):
         kind = "image/jpeg" if name.endswith(".jpg") else "image/png"
-        reading = page.evaluate("async ([data, type]) => window.mnistDemo.predictBytes("
-                                "Uint8Array.from(atob(data), c => c.charCodeAt(0)), type)",
-                                [base64.b64encode(data).decode(), kind])
+        reading = page.evaluate(
+            "async ([data, type]) => window.mnistDemo.predictBytes("
+            "Uint8Array.from(atob(data), c => c.charCodeAt(0)), type)",
+            [base64.b64encode(data).decode(), kind],
+        )
         assert reading is not None, f"the demo found no digit in {name}"
         rows.append({"image": name, **compare(reading, data)})
     worst = max(row["max_pixel_difference"] for row in rows)
     agreeing = sum(row["browser_digit"] == row["python_digit"] for row in rows)
-    summary = {"images": len(rows), "max_pixel_difference": worst, "predictions_agreeing": agreeing,
-               "max_probability_difference": max(row["max_probability_difference"] for row in rows),
-               "rows": rows}
+    summary = {
+        "images": len(rows),
+        "max_pixel_difference": worst,
+        "predictions_agreeing": agreeing,
+        "max_probability_difference": max(
+            row["max_probability_difference"] for row in rows
+        ),
+        "rows": rows,
+    }
     artifact("demo-agreement.json").write_text(json.dumps(summary, indent=2) + "\n")
     # The port reproduces Pillow's and NumPy's arithmetic, so any difference at all is a regression.
     assert worst == 0, [row for row in rows if row["max_pixel_difference"]][:5]
-    assert agreeing == len(rows), [row for row in rows if row["browser_digit"] != row["python_digit"]][:5]
+    assert agreeing == len(rows), [
+        row for row in rows if row["browser_digit"] != row["python_digit"]
+    ][:5]
     assert summary["max_probability_difference"] < 1e-3
     assert not demo.unexpected_errors() and not demo.outside and not demo.broken

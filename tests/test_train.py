@@ -32,22 +32,38 @@ def small(mnist: MnistData) -> MnistData:
     return dataclasses.replace(
         mnist,
         train=Split(mnist.train.images[:4000], mnist.train.labels[:4000]),
-        validation=Split(mnist.validation.images[:1000], mnist.validation.labels[:1000]),
+        validation=Split(
+            mnist.validation.images[:1000], mnist.validation.labels[:1000]
+        ),
     )
 
 
 def quick(**changes) -> TrainConfig:
-    return TrainConfig(**{"epochs": 2, "batch_size": 100, "lr": 3e-3, "device": "cpu", "augment": False, **changes})
+    return TrainConfig(
+        **{
+            "epochs": 2,
+            "batch_size": 100,
+            "lr": 3e-3,
+            "device": "cpu",
+            "augment": False,
+            **changes,
+        }
+    )
 
 
-def train_mlp(data: MnistData, config: TrainConfig, **kwargs) -> tuple[torch.nn.Module, History]:
+def train_mlp(
+    data: MnistData, config: TrainConfig, **kwargs
+) -> tuple[torch.nn.Module, History]:
     torch.manual_seed(config.seed)
     model = build_model("mlp")
     return model, fit(model, data, config, progress=False, log=None, **kwargs)
 
 
 def without_seconds(history: History) -> list[dict]:
-    return [{k: v for k, v in dataclasses.asdict(r).items() if k != "seconds"} for r in history.epochs]
+    return [
+        {k: v for k, v in dataclasses.asdict(r).items() if k != "seconds"}
+        for r in history.epochs
+    ]
 
 
 @pytest.mark.parametrize(
@@ -66,14 +82,22 @@ def without_seconds(history: History) -> list[dict]:
         ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
     ],
 )
-def test_config_refuses_bad_values_with_a_clear_message(changes: dict, message: str) -> None:
+def test_config_refuses_bad_values_with_a_clear_message(
+    changes: dict, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         TrainConfig(**changes)
 
 
 def test_device_selection() -> None:
     assert select_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    expected = (
+        "cuda"
+        if torch.cuda.is_available()
+        else "mps"
+        if torch.backends.mps.is_available()
+        else "cpu"
+    )
     assert select_device("auto").type == expected
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU is available"):
@@ -82,13 +106,20 @@ def test_device_selection() -> None:
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
 @pytest.mark.parametrize("schedule", ["onecycle", "step", "none"])
-def test_every_optimizer_and_schedule_learns(small: MnistData, optimizer: str, schedule: str) -> None:
+def test_every_optimizer_and_schedule_learns(
+    small: MnistData, optimizer: str, schedule: str
+) -> None:
     lr = 0.05 if optimizer == "sgd" else 3e-3
-    _, history = train_mlp(small, quick(optimizer=optimizer, schedule=schedule, lr=lr, epochs=2))
+    _, history = train_mlp(
+        small, quick(optimizer=optimizer, schedule=schedule, lr=lr, epochs=2)
+    )
     assert len(history.epochs) == 2 and history.stopped_because == "all epochs done"
     assert history.epochs[-1].val_accuracy > 0.8
     assert history.epochs[-1].train_loss < history.epochs[0].train_loss
-    assert all(record.grad_norm > 0 and record.lr > 0 and record.seconds > 0 for record in history.epochs)
+    assert all(
+        record.grad_norm > 0 and record.lr > 0 and record.seconds > 0
+        for record in history.epochs
+    )
 
 
 def test_onecycle_warms_up_to_the_peak_then_anneals(small: MnistData) -> None:
@@ -101,7 +132,9 @@ def test_onecycle_warms_up_to_the_peak_then_anneals(small: MnistData) -> None:
 
 
 def test_weight_average_warms_up_then_keeps_a_long_memory() -> None:
-    model = torch.nn.Sequential(torch.nn.Linear(2, 1, bias=False), torch.nn.BatchNorm1d(1))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(2, 1, bias=False), torch.nn.BatchNorm1d(1)
+    )
     torch.nn.init.zeros_(model[0].weight)
     average = WeightAverage(model, decay=0.99)
     model[0].weight.data.fill_(1.0)
@@ -111,15 +144,21 @@ def test_weight_average_warms_up_then_keeps_a_long_memory() -> None:
         average.update()
     model[0].weight.data.fill_(2.0)
     average.update()  # now the set decay: 1% of the way
-    assert average.average[0].weight.flatten().tolist() == pytest.approx([1.01, 1.01], abs=1e-4)
+    assert average.average[0].weight.flatten().tolist() == pytest.approx(
+        [1.01, 1.01], abs=1e-4
+    )
     model(torch.randn(4, 2))
     average.update()
-    assert average.average[1].num_batches_tracked.item() == 1  # counters are copied, not averaged
+    assert (
+        average.average[1].num_batches_tracked.item() == 1
+    )  # counters are copied, not averaged
 
 
 def test_without_averaging_the_trained_weights_are_kept(small: MnistData) -> None:
     seen = []
-    model, _ = train_mlp(small, quick(epochs=1, ema_decay=None), on_epoch_end=lambda m, r: seen.append(m))
+    model, _ = train_mlp(
+        small, quick(epochs=1, ema_decay=None), on_epoch_end=lambda m, r: seen.append(m)
+    )
     assert seen == [model]
 
 
@@ -138,19 +177,26 @@ def test_target_accuracy_stops_early(small: MnistData) -> None:
     assert history.stopped_because == "validation accuracy reached 50.00%"
 
 
-def test_patience_stops_and_restores_the_best_weights(small: MnistData, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_patience_stops_and_restores_the_best_weights(
+    small: MnistData, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mnist_tutorial.train as train_module
 
     scripted_losses = iter([0.5, 0.4, 0.45, 0.6, 0.3])
     real = train_module.loss_and_accuracy
-    monkeypatch.setattr(train_module, "loss_and_accuracy",
-                        lambda *args: (next(scripted_losses), real(*args)[1]))
+    monkeypatch.setattr(
+        train_module,
+        "loss_and_accuracy",
+        lambda *args: (next(scripted_losses), real(*args)[1]),
+    )
     seen: list[dict[str, torch.Tensor]] = []
 
     def remember(model: torch.nn.Module, record) -> None:
         seen.append({k: v.clone() for k, v in model.state_dict().items()})
 
-    model, history = train_mlp(small, quick(epochs=5, patience=2), on_epoch_end=remember)
+    model, history = train_mlp(
+        small, quick(epochs=5, patience=2), on_epoch_end=remember
+    )
     assert history.stopped_because == "no better validation loss for 2 epochs"
     assert len(history.epochs) == 4 and history.best_epoch.epoch == 2
     for name, tensor in model.state_dict().items():
@@ -159,14 +205,23 @@ def test_patience_stops_and_restores_the_best_weights(small: MnistData, monkeypa
 
 
 def test_best_epoch_ignores_diverged_epochs() -> None:
-    history = History([EpochRecord(1, 1.0, 0.5, math.nan, 0.1, 0.1, 1.0, 1.0),
-                       EpochRecord(2, 1.0, 0.5, 0.7, 0.8, 0.1, 1.0, 1.0)])
+    history = History(
+        [
+            EpochRecord(1, 1.0, 0.5, math.nan, 0.1, 0.1, 1.0, 1.0),
+            EpochRecord(2, 1.0, 0.5, 0.7, 0.8, 0.1, 1.0, 1.0),
+        ]
+    )
     assert history.best_epoch.epoch == 2
 
 
 def test_callback_can_stop_the_run(small: MnistData) -> None:
-    _, history = train_mlp(small, quick(epochs=3), on_epoch_end=lambda model, record: True)
-    assert len(history.epochs) == 1 and history.stopped_because == "stopped by on_epoch_end"
+    _, history = train_mlp(
+        small, quick(epochs=3), on_epoch_end=lambda model, record: True
+    )
+    assert (
+        len(history.epochs) == 1
+        and history.stopped_because == "stopped by on_epoch_end"
+    )
 
 
 def test_history_round_trips_through_json(small: MnistData, tmp_path: Path) -> None:
@@ -176,16 +231,29 @@ def test_history_round_trips_through_json(small: MnistData, tmp_path: Path) -> N
     assert History.load(path) == history
 
 
-def test_checkpoint_round_trip_gives_the_same_predictions(small: MnistData, tmp_path: Path) -> None:
+def test_checkpoint_round_trip_gives_the_same_predictions(
+    small: MnistData, tmp_path: Path
+) -> None:
     config = quick(epochs=1)
     model, history = train_mlp(small, config)
-    path = save_checkpoint(tmp_path / "sub" / "model.pt", model, normalization=small.normalization,
-                           config=config, history=history, metrics={"test_accuracy": 0.5})
-    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary file left behind
+    path = save_checkpoint(
+        tmp_path / "sub" / "model.pt",
+        model,
+        normalization=small.normalization,
+        config=config,
+        history=history,
+        metrics={"test_accuracy": 0.5},
+    )
+    assert [p.name for p in path.parent.iterdir()] == [
+        "model.pt"
+    ]  # no temporary file left behind
     loaded = load_checkpoint(path)
     assert loaded.architecture == {"name": "mlp", "kwargs": {}}
     assert loaded.config == config and loaded.history == history
-    assert loaded.metrics == {"test_accuracy": 0.5} and loaded.normalization == small.normalization
+    assert (
+        loaded.metrics == {"test_accuracy": 0.5}
+        and loaded.normalization == small.normalization
+    )
     assert set(loaded.versions) == {"python", "torch", "torchvision"}
     assert not loaded.model.training
     before = predict_split(model, small.validation, small.normalization)
@@ -204,16 +272,24 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
 
 
 def test_truncated_checkpoint(tmp_path: Path) -> None:
-    path = save_checkpoint(tmp_path / "model.pt", build_model("mlp"), normalization=(0.1, 0.3))
+    path = save_checkpoint(
+        tmp_path / "model.pt", build_model("mlp"), normalization=(0.1, 0.3)
+    )
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match=r"is truncated or corrupt \(File is not a zip file\); re-save or re-train"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"is truncated or corrupt \(File is not a zip file\); re-save or re-train",
+    ):
         load_checkpoint(path)
 
 
 def test_file_that_is_not_pytorch(tmp_path: Path) -> None:
     path = tmp_path / "notes.pt"
     path.write_text("hello")
-    with pytest.raises(CheckpointError, match=r"is not a PyTorch checkpoint \(unknown format\); pass a .pt file"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"is not a PyTorch checkpoint \(unknown format\); pass a .pt file",
+    ):
         load_checkpoint(path)
 
 
@@ -225,31 +301,57 @@ def test_pytorch_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
 
 
 def test_weights_that_do_not_fit_the_architecture(tmp_path: Path) -> None:
-    path = save_checkpoint(tmp_path / "model.pt", build_model("mlp"), normalization=(0.1, 0.3))
+    path = save_checkpoint(
+        tmp_path / "model.pt", build_model("mlp"), normalization=(0.1, 0.3)
+    )
     payload = torch.load(path, weights_only=True)
     payload["architecture"] = {"name": "mlp", "kwargs": {"hidden": (64, 32)}}
     torch.save(payload, path)
-    with pytest.raises(CheckpointError, match="the weights do not fit architecture 'mlp'"):
+    with pytest.raises(
+        CheckpointError, match="the weights do not fit architecture 'mlp'"
+    ):
         load_checkpoint(path)
 
 
-def test_resumed_run_matches_an_uninterrupted_one(small: MnistData, tmp_path: Path) -> None:
+def test_resumed_run_matches_an_uninterrupted_one(
+    small: MnistData, tmp_path: Path
+) -> None:
     config = quick(epochs=3, augment=True)
     _, uninterrupted = train_mlp(small, config)
-    model, first_part = train_mlp(small, config, on_epoch_end=lambda model, record: record.epoch == 1)
-    path = save_checkpoint(tmp_path / "part.pt", model, normalization=small.normalization,
-                           config=config, history=first_part)
+    model, first_part = train_mlp(
+        small, config, on_epoch_end=lambda model, record: record.epoch == 1
+    )
+    path = save_checkpoint(
+        tmp_path / "part.pt",
+        model,
+        normalization=small.normalization,
+        config=config,
+        history=first_part,
+    )
     checkpoint = load_checkpoint(path)
-    resumed = fit(checkpoint.model, small, config, progress=False, log=None, resume=checkpoint)
+    resumed = fit(
+        checkpoint.model, small, config, progress=False, log=None, resume=checkpoint
+    )
     assert without_seconds(resumed) == without_seconds(uninterrupted)
 
 
 def test_resuming_needs_training_state(small: MnistData, tmp_path: Path) -> None:
-    path = save_checkpoint(tmp_path / "bare.pt", build_model("mlp"), normalization=small.normalization,
-                           include_training_state=False)
+    path = save_checkpoint(
+        tmp_path / "bare.pt",
+        build_model("mlp"),
+        normalization=small.normalization,
+        include_training_state=False,
+    )
     checkpoint = load_checkpoint(path)
     with pytest.raises(ValueError, match="holds no optimiser state"):
-        fit(checkpoint.model, small, quick(), progress=False, log=None, resume=checkpoint)
+        fit(
+            checkpoint.model,
+            small,
+            quick(),
+            progress=False,
+            log=None,
+            resume=checkpoint,
+        )
 
 
 def test_one_real_epoch_of_the_default_model(mnist: MnistData) -> None:
@@ -257,7 +359,13 @@ def test_one_real_epoch_of_the_default_model(mnist: MnistData) -> None:
     torch.manual_seed(0)
     model = build_model()
     lines: list[str] = []
-    history = fit(model, mnist, TrainConfig(epochs=1, device="cpu"), progress=False, log=lines.append)
+    history = fit(
+        model,
+        mnist,
+        TrainConfig(epochs=1, device="cpu"),
+        progress=False,
+        log=lines.append,
+    )
     assert lines[0].startswith("training cnn on cpu (54,000 images")
     assert lines[1].startswith("epoch  1/1")
     assert history.epochs[0].val_accuracy > 0.98

@@ -11,7 +11,13 @@ import pytest
 from PIL import Image
 
 from mnist_tutorial.predict import Prediction, Predictor
-from mnist_tutorial.widgets import PREVIEW_ZOOM, THUMBNAIL_SIDE, DrawingPad, ProbabilityBars, UploadPredictor
+from mnist_tutorial.widgets import (
+    PREVIEW_ZOOM,
+    THUMBNAIL_SIDE,
+    DrawingPad,
+    ProbabilityBars,
+    UploadPredictor,
+)
 
 SAMPLES = Path(__file__).resolve().parent.parent / "book" / "samples"
 
@@ -23,8 +29,13 @@ def predictor() -> Predictor:
 
 def uploaded(name: str, content: bytes) -> dict:
     """One entry of FileUpload.value, as ipywidgets 8 fills it from the browser."""
-    return {"name": name, "type": "image/png", "size": len(content), "content": memoryview(content),
-            "last_modified": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)}
+    return {
+        "name": name,
+        "type": "image/png",
+        "size": len(content),
+        "content": memoryview(content),
+        "last_modified": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+    }
 
 
 def png_size(content: bytes) -> tuple[int, int]:
@@ -44,29 +55,44 @@ def test_probability_bars_show_and_empty() -> None:
     assert [bar.bar_style for bar in bars.bars] == [""] * 9 + ["success"]
     assert bars.percentages[9].value == "18.2%"
     bars.show(None)
-    assert bar_values(bars).sum() == 0 and {label.value for label in bars.percentages} == {""}
+    assert bar_values(bars).sum() == 0 and {
+        label.value for label in bars.percentages
+    } == {""}
 
 
-def test_upload_shows_each_picture_its_28x28_form_and_the_probabilities(predictor: Predictor) -> None:
+def test_upload_shows_each_picture_its_28x28_form_and_the_probabilities(
+    predictor: Predictor,
+) -> None:
     widget = UploadPredictor(predictor)
     names = ["photo-007-digit-7.png", "stroke-003-digit-3.png"]
-    widget.upload.value = tuple(uploaded(name, (SAMPLES / name).read_bytes()) for name in names)
+    widget.upload.value = tuple(
+        uploaded(name, (SAMPLES / name).read_bytes()) for name in names
+    )
     assert len(widget.results.children) == 2
     for name, row in zip(names, widget.results.children):
         heading, (original, preview, bars) = row.children[0], row.children[1].children
         digit = int(name[-5])
         assert name in heading.value and f"reads <b>{digit}</b>" in heading.value
         assert max(png_size(original.children[1].value)) <= THUMBNAIL_SIDE
-        assert png_size(preview.children[1].value) == (28 * PREVIEW_ZOOM, 28 * PREVIEW_ZOOM)
+        assert png_size(preview.children[1].value) == (
+            28 * PREVIEW_ZOOM,
+            28 * PREVIEW_ZOOM,
+        )
         assert bar_values(bars).sum() == pytest.approx(1, abs=1e-4)
-        assert int(bar_values(bars).argmax()) == digit and bars.bars[digit].bar_style == "success"
+        assert (
+            int(bar_values(bars).argmax()) == digit
+            and bars.bars[digit].bar_style == "success"
+        )
 
 
 def test_upload_reports_a_bad_file_and_shows_the_others(predictor: Predictor) -> None:
     widget = UploadPredictor(predictor)
     good = (SAMPLES / "stroke-001-digit-1.png").read_bytes()
-    widget.upload.value = (uploaded("notes.png", b"not a picture"), uploaded("one.png", good),
-                           uploaded("<blank>.png", b"\x89PNG"))
+    widget.upload.value = (
+        uploaded("notes.png", b"not a picture"),
+        uploaded("one.png", good),
+        uploaded("<blank>.png", b"\x89PNG"),
+    )
     bad, read, truncated = widget.results.children
     assert "notes.png" in bad.value and "not an image Pillow can read" in bad.value
     assert "reads <b>1</b>" in read.children[0].value
@@ -80,7 +106,9 @@ def send(pad: DrawingPad, event: str, x: float, y: float) -> None:
     pad.canvas._handle_frontend_event(None, {"event": event, "x": x, "y": y}, [])
 
 
-def draw(pad: DrawingPad, points: list[tuple[float, float]], end: str = "mouse_up") -> None:
+def draw(
+    pad: DrawingPad, points: list[tuple[float, float]], end: str = "mouse_up"
+) -> None:
     send(pad, "mouse_down", *points[0])
     for point in points[1:]:
         send(pad, "mouse_move", *point)
@@ -98,7 +126,10 @@ def test_drawing_with_the_mouse_predicts_the_digit(predictor: Predictor) -> None
     pad = DrawingPad(predictor)
     draw(pad, [(140, 40), (139, 140), (138, 240)])
     assert "reads <b>1</b>" in pad.status.value
-    assert bar_values(pad.bars).sum() == pytest.approx(1, abs=1e-4) and pad.bars.bars[1].bar_style == "success"
+    assert (
+        bar_values(pad.bars).sum() == pytest.approx(1, abs=1e-4)
+        and pad.bars.bars[1].bar_style == "success"
+    )
     preview = np.asarray(Image.open(io.BytesIO(pad.preview.value)))
     # Dark ink on light paper: the stroke is black, the margin white.
     assert preview.min() == 0 and preview[:, :PREVIEW_ZOOM].min() == 255
@@ -106,7 +137,9 @@ def test_drawing_with_the_mouse_predicts_the_digit(predictor: Predictor) -> None
     assert drawing[140, 139] == 255 and drawing[140, 40] == 0
 
 
-def test_the_prediction_follows_the_pen_while_it_moves(predictor: Predictor, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_prediction_follows_the_pen_while_it_moves(
+    predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("mnist_tutorial.widgets.LIVE_INTERVAL_S", 0.0)
     pad = DrawingPad(predictor)
     send(pad, "mouse_down", 80, 60)
