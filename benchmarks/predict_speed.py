@@ -2,8 +2,8 @@
 
     python benchmarks/predict_speed.py [--folder book/samples] [--threads 1]
 
-Prints the median time for one picture (read, preprocess and predict, batch of one) and the
-folder throughput in images per second; exits with 1 when a target is missed.
+Prints the median time for one picture (read, preprocess and predict, batch of one) and
+the folder throughput in images per second; exits with 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ TARGET_IMAGES_PER_SECOND = 500.0
 
 
 def median_ms_per_image(predictor: Predictor, files: list[Path], rounds: int) -> float:
-    """Return the median wall-clock milliseconds to predict one file, batch of one, over every file and round."""
+    """Return the median wall-clock milliseconds to predict one file, batch of one.
+
+    The median is over every file and round.
+    """
     times = []
     for _ in range(rounds):
         for path in files:
@@ -36,7 +39,10 @@ def median_ms_per_image(predictor: Predictor, files: list[Path], rounds: int) ->
 
 
 def folder_images_per_second(predictor: Predictor, folder: Path, rounds: int) -> float:
-    """Return the median over rounds of images per second for predict_folder (walk, read, preprocess, batched predict)."""
+    """Return the median over rounds of predict_folder's images per second.
+
+    Each round walks the folder, reads, preprocesses and predicts in batches.
+    """
     rates = []
     for _ in range(rounds):
         started = time.perf_counter()
@@ -46,7 +52,10 @@ def folder_images_per_second(predictor: Predictor, folder: Path, rounds: int) ->
 
 
 def main() -> int:
-    """Run both measurements, print them beside their targets, return 1 when one is missed."""
+    """Run both measurements, print them beside their targets; return the exit code.
+
+    The code is 1 when a target is missed.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--folder",
@@ -58,7 +67,10 @@ def main() -> int:
         "--threads",
         type=int,
         default=1,
-        help="PyTorch threads (default: 1; a 28x28 image is too small to share across cores)",
+        help=(
+            "PyTorch threads (default: 1; a 28x28 image is too small to share "
+            "across cores)"
+        ),
     )
     parser.add_argument(
         "--rounds",
@@ -74,15 +86,17 @@ def main() -> int:
     per_image = median_ms_per_image(predictor, files, args.rounds)
     per_second = folder_images_per_second(predictor, args.folder, args.rounds)
     print(
-        f"{len(files)} pictures in {args.folder.name}/, {args.threads} PyTorch thread(s), torch {torch.__version__}, "
+        f"{len(files)} pictures in {args.folder.name}/, "
+        f"{args.threads} PyTorch thread(s), torch {torch.__version__}, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     print(
-        f"one picture (read, preprocess, predict; batch of 1): median {per_image:.2f} ms "
-        f"(target < {TARGET_MS_PER_IMAGE:g} ms)"
+        "one picture (read, preprocess, predict; batch of 1): "
+        f"median {per_image:.2f} ms (target < {TARGET_MS_PER_IMAGE:g} ms)"
     )
     print(
-        f"whole folder (predict_folder): {per_second:.0f} images/s (target > {TARGET_IMAGES_PER_SECOND:g} images/s)"
+        f"whole folder (predict_folder): {per_second:.0f} images/s "
+        f"(target > {TARGET_IMAGES_PER_SECOND:g} images/s)"
     )
     return (
         0

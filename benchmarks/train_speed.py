@@ -1,16 +1,17 @@
-"""Time to 99% test accuracy: the reference PyTorch MNIST recipe against our `fit` defaults, in one process.
+"""Time to 99% test accuracy: the reference PyTorch MNIST recipe against our `fit`.
 
-The reference is the example most tutorials copy, written here from its description: two 3x3
-convolutions (32, 64), max-pool, dropout 0.25, a 9216-128 linear layer, dropout 0.5, a linear
-output; Adadelta at lr 1.0 with StepLR(gamma 0.7) each epoch; batch 64; torchvision MNIST with
-ToTensor and Normalize through a DataLoader.
+Both run in one process, ours with `fit`'s defaults. The reference is the example most
+tutorials copy, written here from its description: two 3x3 convolutions (32, 64),
+max-pool, dropout 0.25, a 9216-128 linear layer, dropout 0.5, a linear output; Adadelta
+at lr 1.0 with StepLR(gamma 0.7) each epoch; batch 64; torchvision MNIST with ToTensor
+and Normalize through a DataLoader.
 
-Both clocks run from the start of training to the end of each epoch and stop while the test set is
-scored (scoring is the same work for both and not part of training). Our clock includes our
-per-epoch validation pass, which the reference does not do.
+Both clocks run from the start of training to the end of each epoch and stop while the
+test set is scored (scoring is the same work for both and not part of training). Our
+clock includes our per-epoch validation pass, which the reference does not do.
 
-    python benchmarks/train_speed.py            # both runs, stop each at 99.0%
-    python benchmarks/train_speed.py --full     # our whole default run (for 99.5%+), same report
+    python benchmarks/train_speed.py         # both runs, stop each at 99.0%
+    python benchmarks/train_speed.py --full  # our whole default run, for 99.5%+
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ class Stopwatch:
 def run_reference(
     max_epochs: int, log: Callable[[str], None]
 ) -> list[tuple[int, float, float]]:
-    """Return (epoch, seconds, test accuracy) for the reference recipe until it reaches the target."""
+    """Return (epoch, seconds, test accuracy) of the reference recipe's epochs.
+
+    Training stops at the first epoch that reaches the target.
+    """
     torch.manual_seed(1)
     transform = transforms.Compose(
         [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
@@ -162,7 +166,8 @@ def main() -> None:
     ours_time, reference_time = time_to_target(ours), time_to_target(reference)
     print(f"\ntime to {TARGET:.1%} test accuracy:")
     print(
-        f"  reference: {reference_time and f'{reference_time:.1f} s'} (epoch accuracies: "
+        f"  reference: {reference_time and f'{reference_time:.1f} s'} "
+        "(epoch accuracies: "
         + ", ".join(f"{test:.2%}" for _, _, test in reference)
         + ")"
     )

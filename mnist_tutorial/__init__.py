@@ -1,17 +1,29 @@
-"""Helpers for the MNIST tutorial book: data, models, training, evaluation and your own digits."""
+"""Helpers for the MNIST tutorial book: data, models, training, evaluation."""
 
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    load_pretrained,
+    pretrained_card,
+    save_checkpoint,
+)
 from .data import (
     DataRootError,
     DatasetUnavailableError,
     MnistData,
     Split,
     default_data_root,
+    denormalize,
     download_mnist,
     load_mnist,
+    normalize,
 )
+from .device import select_device
 from .errors import ConfigError, MnistTutorialError, ModelOutputError
 from .evaluate import Predictions, metrics, predict_split
-from .model import available_models, build_model, count_parameters, summarize
+from .measures import centre_of_mass, ink_area, ink_box, slant
+from .model import Network, available_models, build_model, count_parameters, summarize
 from .predict import (
     FileResult,
     InvalidImageError,
@@ -23,17 +35,8 @@ from .predict import (
     predict_images,
     preprocess_image,
 )
-from .train import (
-    Checkpoint,
-    CheckpointError,
-    History,
-    TrainConfig,
-    fit,
-    load_checkpoint,
-    load_pretrained,
-    save_checkpoint,
-    select_device,
-)
+from .records import History, TrainConfig, TrainingRun, TrainingState
+from .train import fit
 
 __all__ = [
     "Checkpoint",
@@ -47,28 +50,38 @@ __all__ = [
     "MnistData",
     "MnistTutorialError",
     "ModelOutputError",
+    "Network",
     "Prediction",
     "Predictions",
     "Predictor",
     "PreprocessSteps",
     "Split",
     "TrainConfig",
+    "TrainingRun",
+    "TrainingState",
     "available_models",
     "build_model",
+    "centre_of_mass",
     "count_parameters",
     "default_data_root",
+    "denormalize",
     "download_mnist",
     "fit",
+    "ink_area",
+    "ink_box",
     "load_checkpoint",
     "load_mnist",
     "load_pretrained",
     "metrics",
+    "normalize",
     "predict_folder",
     "predict_image",
     "predict_images",
     "predict_split",
     "preprocess_image",
+    "pretrained_card",
     "save_checkpoint",
     "select_device",
+    "slant",
     "summarize",
 ]

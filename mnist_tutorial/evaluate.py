@@ -1,4 +1,4 @@
-"""Evaluation: predictions over a split and the metrics that explain them (chapter 4)."""
+"""Evaluation: a split's predictions and the metrics that explain them (chapter 4)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,15 @@ from sklearn.metrics import log_loss as sklearn_log_loss
 from torch import nn
 
 from .data import DeviceLoader, Split
+from .device import select_device
 
 
 @dataclass(frozen=True)
 class Predictions:
-    """Per-image results over a split: softmax probabilities (N, 10), predicted and true labels (N,)."""
+    """Per-image results over a split.
+
+    Softmax probabilities (N, 10), predicted and true labels (N,).
+    """
 
     probabilities: np.ndarray
     predicted: np.ndarray
@@ -29,12 +33,14 @@ class Predictions:
     @property
     def confidence(self) -> np.ndarray:
         """Return the probability of the predicted class for each image."""
-        return self.probabilities.max(axis=1)
+        confidence: np.ndarray = self.probabilities.max(axis=1)
+        return confidence
 
     @property
     def correct(self) -> np.ndarray:
         """Return a boolean mask of the right predictions."""
-        return self.predicted == self.labels
+        correct: np.ndarray = self.predicted == self.labels
+        return correct
 
 
 @torch.no_grad()
@@ -46,10 +52,13 @@ def predict_split(
     device: torch.device | str | None = None,
     batch_size: int = 1000,
 ) -> Predictions:
-    """Return the model's probabilities and predictions for every image of a split, in eval mode (chapter 4)."""
-    device = (
-        torch.device(device) if device is not None else next(model.parameters()).device
-    )
+    """Return the model's probabilities and predictions for a split (chapter 4).
+
+    The model is put in eval mode first; it runs where it is, or is moved to ``device``.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    device = select_device(device)
     model.eval().to(device)
     loader = DeviceLoader(
         split, batch_size=batch_size, normalization=normalization, device=device
@@ -65,7 +74,10 @@ TTA_SHIFTS: tuple[tuple[int, int], ...] = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, 
 
 
 def shift_images(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    """Return uint8 images (N, 28, 28) moved dx pixels right and dy pixels down, filled with black."""
+    """Return uint8 images (N, 28, 28) moved dx pixels right and dy pixels down.
+
+    The pixels uncovered are filled with black.
+    """
     margin = max(abs(dx), abs(dy))
     height, width = images.shape[-2:]
     padded = torch.nn.functional.pad(images, (margin, margin, margin, margin))
@@ -75,7 +87,10 @@ def shift_images(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 
 
 def average_predictions(members: list[Predictions]) -> Predictions:
-    """Return the predictions of the mean probabilities of several predictions of the same images (chapter 6)."""
+    """Return the predictions of several predictions' mean probabilities (chapter 6).
+
+    All of them must be predictions of the same images.
+    """
     if not members or any((m.labels != members[0].labels).any() for m in members):
         raise ValueError(
             "average_predictions needs one or more predictions of the same images"
@@ -92,7 +107,10 @@ def predict_with_tta(
     shifts: tuple[tuple[int, int], ...] = TTA_SHIFTS,
     device: torch.device | str | None = None,
 ) -> Predictions:
-    """Return predictions averaged over shifted copies of each image: test-time augmentation (chapter 6)."""
+    """Return predictions averaged over shifted copies of each image (chapter 6).
+
+    This is test-time augmentation.
+    """
     return average_predictions(
         [
             predict_split(
@@ -112,7 +130,10 @@ def accuracy(predictions: Predictions) -> float:
 
 
 def log_loss(predictions: Predictions) -> float:
-    """Return the mean cross-entropy of the true digits' probabilities: lower is better, and finer than accuracy (chapter 6)."""
+    """Return the mean cross-entropy of the true digits' probabilities (chapter 6).
+
+    Lower is better, and it is finer than accuracy.
+    """
     # float32 softmax rows sum to 1 only to within rounding, which sklearn warns about.
     probabilities = predictions.probabilities.astype(np.float64)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
@@ -122,7 +143,10 @@ def log_loss(predictions: Predictions) -> float:
 
 
 def ensemble_candidates(architectures: Mapping[str, str]) -> dict[str, list[str]]:
-    """Return the ensembles to choose from, by name: the models of each architecture that has several, then all (chapter 6)."""
+    """Return the ensembles to choose from, by name (chapter 6).
+
+    First the models of each architecture that has several, then all of them.
+    """
     candidates = {}
     for architecture in dict.fromkeys(architectures.values()):
         names = [name for name, built in architectures.items() if built == architecture]
@@ -135,7 +159,10 @@ def ensemble_candidates(architectures: Mapping[str, str]) -> dict[str, list[str]
 def choose_ensemble(
     validation: Mapping[str, Predictions], candidates: Mapping[str, list[str]]
 ) -> str:
-    """Return the candidate whose averaged validation predictions have the lowest log loss (chapter 6)."""
+    """Return the candidate with the lowest log loss on validation (chapter 6).
+
+    Each candidate is scored on its members' averaged validation predictions.
+    """
     return min(
         candidates,
         key=lambda label: log_loss(
@@ -145,22 +172,27 @@ def choose_ensemble(
 
 
 def confusion(predictions: Predictions) -> np.ndarray:
-    """Return the 10x10 confusion matrix: rows are true digits, columns predicted digits."""
-    return confusion_matrix(
+    """Return the 10x10 confusion matrix: rows are true digits, columns predicted."""
+    matrix: np.ndarray = confusion_matrix(
         predictions.labels, predictions.predicted, labels=list(range(10))
     )
+    return matrix
 
 
 def per_class_accuracy(predictions: Predictions) -> np.ndarray:
     """Return the accuracy for each true digit 0-9 (the recall of each class)."""
     matrix = confusion(predictions)
-    return matrix.diagonal() / matrix.sum(axis=1).clip(min=1)
+    recall: np.ndarray = matrix.diagonal() / matrix.sum(axis=1).clip(min=1)
+    return recall
 
 
 def top_confusions(
     predictions: Predictions, count: int = 5
 ) -> list[tuple[int, int, int]]:
-    """Return the ``count`` most frequent (true, predicted, times) mistakes, most frequent first."""
+    """Return the ``count`` most frequent mistakes, most frequent first.
+
+    Each is (true digit, predicted digit, times).
+    """
     matrix = confusion(predictions)
     np.fill_diagonal(matrix, 0)
     order = np.argsort(matrix, axis=None, kind="stable")[::-1][:count]
@@ -177,7 +209,7 @@ def most_confident_mistakes(predictions: Predictions, count: int = 16) -> np.nda
 def reliability(
     predictions: Predictions, bins: int = 15
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return per-bin mean confidence, accuracy and image count, for a reliability diagram."""
+    """Return per-bin mean confidence, accuracy and count, for a reliability diagram."""
     confidence = predictions.confidence
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
@@ -192,7 +224,7 @@ def reliability(
 
 
 def expected_calibration_error(predictions: Predictions, bins: int = 15) -> float:
-    """Return the ECE: the gap between confidence and accuracy, averaged over confidence bins by their size."""
+    """Return the ECE: the confidence-accuracy gap, averaged over bins by their size."""
     mean_confidence, mean_accuracy, counts = reliability(predictions, bins)
     return float(
         (counts / counts.sum() * np.abs(mean_accuracy - mean_confidence)).sum()
@@ -216,7 +248,7 @@ class Metrics:
 
 
 def metrics(predictions: Predictions) -> Metrics:
-    """Return accuracy, macro and weighted precision/recall/F1, calibration error and counts."""
+    """Return accuracy, precision/recall/F1 (macro, weighted), ECE and counts."""
     macro = precision_recall_fscore_support(
         predictions.labels, predictions.predicted, average="macro", zero_division=0
     )
@@ -239,7 +271,7 @@ def metrics(predictions: Predictions) -> Metrics:
 
 def report(predictions: Predictions) -> str:
     """Return scikit-learn's per-digit classification report as text."""
-    return classification_report(
+    text: str = classification_report(
         predictions.labels,
         predictions.predicted,
         labels=list(range(10)),
@@ -247,3 +279,4 @@ def report(predictions: Predictions) -> str:
         digits=4,
         zero_division=0,
     )
+    return text

@@ -1,10 +1,11 @@
-"""Controlled experiments: variants of one recipe, trained from the same seed on the same data, in one table (chapter 6).
+"""Controlled experiments: variants of one recipe, compared in one table (chapter 6).
 
-A variant is a flat mapping of changes to the base recipe. A key that names a ``TrainConfig``
-field changes the training (``{"optimizer": "sgd", "lr": 0.05}``), ``"model"`` picks another
-architecture (``{"model": "lenet5"}``), and any other key is an argument of the architecture's
-builder (``{"dropout": 0.5}``). The module needs the book's extra library pandas; the rest of the
-package does not import it.
+Every variant is trained from the same seed on the same data. A variant is a flat
+mapping of changes to the base recipe. A key that names a ``TrainConfig`` field changes
+the training (``{"optimizer": "sgd", "lr": 0.05}``), ``"model"`` picks another
+architecture (``{"model": "lenet5"}``), and any other key is an argument of the
+architecture's builder (``{"dropout": 0.5}``). The module needs the book's extra library
+pandas; the rest of the package does not import it.
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ from sklearn.model_selection import train_test_split
 
 from .data import MnistData, Split
 from .model import DEFAULT_MODEL, MODELS, build_model, count_parameters
-from .train import History, TrainConfig, fit
+from .records import History, TrainConfig
+from .train import fit
 
 Changes = Mapping[str, Any]
 CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(TrainConfig))
 
 
 def subset(data: MnistData, train_size: int, *, seed: int = 0) -> MnistData:
-    """Return the data with a stratified, seeded sample of ``train_size`` training images; the rest is unchanged (chapter 6)."""
+    """Return the data with a stratified sample of its training images (chapter 6).
+
+    The sample has ``train_size`` images, drawn with ``seed``; the rest is unchanged.
+    """
     labels = data.train.labels.numpy()
     if not 10 <= train_size <= len(labels):
         raise ValueError(
@@ -51,7 +56,10 @@ def subset(data: MnistData, train_size: int, *, seed: int = 0) -> MnistData:
 
 
 def split_changes(changes: Changes) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """Return the architecture, its builder's arguments and the TrainConfig changes named in one variant (chapter 6)."""
+    """Return a variant's architecture, builder arguments and TrainConfig changes.
+
+    Chapter 6 names all three in one flat mapping.
+    """
     architecture = changes.get("model", DEFAULT_MODEL)
     model_kwargs = {
         key: value
@@ -66,7 +74,10 @@ def split_changes(changes: Changes) -> tuple[str, dict[str, Any], dict[str, Any]
 
 @dataclass(frozen=True)
 class Result:
-    """One finished run: its architecture, size, training settings, history and wall-clock seconds (chapter 6)."""
+    """One finished run (chapter 6).
+
+    Its architecture, size, training settings, history and wall-clock seconds.
+    """
 
     architecture: str
     model_kwargs: dict[str, Any]
@@ -76,7 +87,11 @@ class Result:
     seconds: float
 
     def setting(self, key: str) -> Any:
-        """Return the value this run used for a variant key (config field, "model", builder argument); None if it has none."""
+        """Return the value this run used for a variant key, or None if it has none.
+
+        The key is a config field, "model", or an argument of the architecture's
+        builder.
+        """
         if key == "model":
             return self.architecture
         if key in CONFIG_FIELDS:
@@ -90,15 +105,18 @@ class Result:
 def run_experiment(
     data: MnistData, changes: Changes | None = None, *, base: TrainConfig | None = None
 ) -> Result:
-    """Return the result of training a fresh model with ``changes`` applied to ``base`` (chapter 6)."""
+    """Return the result of training a fresh model with ``changes`` (chapter 6).
+
+    The changes are applied to ``base``.
+    """
     architecture, model_kwargs, config_changes = split_changes(changes or {})
     config = dataclasses.replace(base or TrainConfig(), **config_changes)
-    # fit seeds shuffling, augmentation and dropout; seeding here as well gives every variant of an
-    # architecture the same initial weights, so only the change differs.
+    # fit seeds shuffling, augmentation and dropout; seeding here as well gives every
+    # variant of an architecture the same initial weights, so only the change differs.
     torch.manual_seed(config.seed)
     model = build_model(architecture, **model_kwargs)
     started = time.perf_counter()
-    history = fit(model, data, config, progress=False, log=None)
+    history = fit(model, data, config, progress=False, log=None).history
     return Result(
         architecture,
         model_kwargs,
@@ -110,7 +128,7 @@ def run_experiment(
 
 
 def _cache_key(changes: Changes, base: TrainConfig) -> str:
-    """Return a key that is equal for two variants exactly when they train the same way."""
+    """Return a key that is equal for two variants exactly when they train alike."""
     architecture, model_kwargs, config_changes = split_changes(changes)
     config = dataclasses.replace(base, **config_changes)
     return repr(
@@ -130,11 +148,13 @@ def compare(
     cache: MutableMapping[str, Result] | None = None,
     log: Callable[[str], None] | None = print,
 ) -> pd.DataFrame:
-    """Return one row per variant: the settings it changed, its size, and the final losses, accuracy and time (chapter 6).
+    """Return a table with one row per variant (chapter 6).
 
-    The accuracy and losses are those of the weights ``fit`` keeps (the epoch with the lowest
-    validation loss). A ``cache`` shared between calls on the same data trains each distinct
-    setting once, e.g. the base recipe that every comparison contains.
+    Each row has the settings the variant changed, its size, and the final losses,
+    accuracy and time. The accuracy and losses are those of the weights ``fit`` keeps
+    (the epoch with the lowest validation loss). A ``cache`` shared between calls on the
+    same data trains each distinct setting once, e.g. the base recipe that every
+    comparison contains.
     """
     base = base or TrainConfig()
     cache = {} if cache is None else cache

@@ -1,15 +1,15 @@
-"""The architectures of the book, one registry, and tools to inspect them (chapter 2)."""
+"""The book's architectures, one registry, and tools to inspect them (chapter 2)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, overload
 
 import torch
 from torch import nn
 
-ModelBuilder = Callable[..., nn.Module]
+ModelBuilder = Callable[..., nn.Sequential]
 MODELS: dict[str, ModelBuilder] = {}
 DEFAULT_MODEL = "cnn"
 
@@ -29,19 +29,46 @@ def available_models() -> list[str]:
     return sorted(MODELS)
 
 
-def build_model(name: str = DEFAULT_MODEL, **kwargs: Any) -> nn.Module:
-    """Return a freshly initialised model of a registered architecture; it remembers its name and arguments."""
+class Architecture(TypedDict):
+    """How to rebuild a model: a registered name and its builder's arguments."""
+
+    name: str
+    kwargs: dict[str, Any]
+
+
+class Network(nn.Sequential):
+    """A model of the book: layers and the architecture that rebuilds it (chapter 2)."""
+
+    def __init__(self, architecture: Architecture, layers: nn.Sequential) -> None:
+        super().__init__(*layers)
+        # Saved with the weights, so that a checkpoint can rebuild the model.
+        self.architecture = architecture
+
+    @overload
+    def __getitem__(self, idx: slice) -> nn.Sequential: ...
+    @overload
+    def __getitem__(self, idx: int) -> nn.Module: ...
+    def __getitem__(self, idx: slice | int) -> nn.Sequential | nn.Module:
+        """Return a layer, or for a slice the layers as a plain nn.Sequential.
+
+        A slice is not the whole architecture, so it is no Network.
+        """
+        if isinstance(idx, slice):
+            return nn.Sequential(*list(self)[idx])
+        return super().__getitem__(idx)
+
+
+def build_model(name: str = DEFAULT_MODEL, **kwargs: Any) -> Network:
+    """Return a freshly initialised model of a registered architecture (chapter 2)."""
     if name not in MODELS:
         raise ValueError(
             f"unknown model {name!r}; choose one of: {', '.join(available_models())}"
         )
-    model = MODELS[name](**kwargs)
-    model.architecture = {"name": name, "kwargs": dict(kwargs)}
-    return model
+    return Network({"name": name, "kwargs": dict(kwargs)}, MODELS[name](**kwargs))
 
 
 @register("mlp")
-def mlp(hidden: tuple[int, int] = (256, 128), dropout: float = 0.0) -> nn.Module:
+def mlp(hidden: tuple[int, int] = (256, 128), dropout: float = 0.0) -> nn.Sequential:
     """Return a 784-256-128-10 perceptron (chapter 2's baseline)."""
     first, second = hidden
     return nn.Sequential(
@@ -57,8 +84,8 @@ def mlp(hidden: tuple[int, int] = (256, 128), dropout: float = 0.0) -> nn.Module
 
 
 @register("lenet5")
-def lenet5() -> nn.Module:
-    """Return LeCun et al.'s 1998 LeNet-5: tanh, average pooling, 6-16-120-84-10 (chapter 2)."""
+def lenet5() -> nn.Sequential:
+    """Return LeCun et al.'s 1998 LeNet-5: tanh, average pooling (chapter 2)."""
     return nn.Sequential(
         nn.Conv2d(1, 6, 5, padding=2),
         nn.Tanh(),
@@ -78,11 +105,12 @@ def lenet5() -> nn.Module:
 def conv_block(
     in_channels: int, out_channels: int, pool: bool = False
 ) -> nn.Sequential:
-    """Return a 3x3 convolution (no bias: BatchNorm follows), optional 2x2 max-pool, BatchNorm and ReLU."""
-    # Pooling before BatchNorm is a speed trick: BatchNorm and ReLU then touch a quarter of the
-    # values, and that work dominates on a CPU. It is a different network from the usual
-    # conv-BN-ReLU-pool: BatchNorm's statistics are taken over the pooled maxima, and where a
-    # channel's learned scale is negative, max-pooling first keeps the other extreme.
+    """Return a 3x3 convolution (no bias), optional 2x2 max-pool, BatchNorm, ReLU."""
+    # Pooling before BatchNorm is a speed trick: BatchNorm and ReLU then touch a quarter
+    # of the values, and that work dominates on a CPU. It is a different network from
+    # the usual conv-BN-ReLU-pool: BatchNorm's statistics are taken over the pooled
+    # maxima, and where a channel's learned scale is negative, max-pooling first keeps
+    # the other extreme.
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
         *([nn.MaxPool2d(2)] if pool else []),
@@ -92,15 +120,17 @@ def conv_block(
 
 
 @register("cnn")
-def cnn(widths: tuple[int, int, int] = (24, 48, 96), dropout: float = 0.1) -> nn.Module:
-    """Return the default small CNN: three conv blocks, two of them pooling, and a linear head on all 7x7 features (chapter 2)."""
+def cnn(
+    widths: tuple[int, int, int] = (24, 48, 96), dropout: float = 0.1
+) -> nn.Sequential:
+    """Return the default CNN: three conv blocks and a linear head (chapter 2)."""
     first, second, third = widths
     return nn.Sequential(
         conv_block(1, first, pool=True),  # 28 -> 14
         conv_block(first, second, pool=True),  # 14 -> 7
         conv_block(second, third),
-        # A linear layer that sees where each feature is learns far faster than one fed a global
-        # average, for few multiply-adds.
+        # A linear layer that sees where each feature is learns far faster than one fed
+        # a global average, for few multiply-adds.
         nn.Flatten(),
         nn.Dropout(dropout),
         nn.Linear(third * 7 * 7, 10),
@@ -108,8 +138,8 @@ def cnn(widths: tuple[int, int, int] = (24, 48, 96), dropout: float = 0.1) -> nn
 
 
 @register("cnn_large")
-def cnn_large(dropout: float = 0.25) -> nn.Module:
-    """Return the four-conv, BatchNorm and dropout CNN of about 870k parameters (chapter 2)."""
+def cnn_large(dropout: float = 0.25) -> nn.Sequential:
+    """Return the four-conv CNN with dropout, 870k parameters (chapter 2)."""
     return nn.Sequential(
         conv_block(1, 32),
         conv_block(32, 32, pool=True),
@@ -135,7 +165,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 
 @dataclass(frozen=True)
 class LayerSummary:
-    """One leaf layer: its name, type, output shape, parameters and multiply-adds for one image."""
+    """One leaf layer: name, type, output shape, parameters, multiply-adds per image."""
 
     name: str
     kind: str
@@ -161,7 +191,7 @@ def _multiply_adds(module: nn.Module, output: torch.Tensor) -> int:
 def summarize(
     model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)
 ) -> list[LayerSummary]:
-    """Return a per-layer summary, found by running one zero batch through the model in eval mode."""
+    """Return a per-layer summary, from one zero batch run through the model."""
     rows: list[LayerSummary] = []
     hooks = []
     for name, module in model.named_modules():
@@ -198,14 +228,17 @@ def summarize(
 def format_summary(rows: list[LayerSummary]) -> str:
     """Return the summary as an aligned text table with totals."""
     lines = [
-        f"{'layer':<8} {'type':<18} {'output shape':<16} {'parameters':>11} {'mult-adds':>11}"
+        f"{'layer':<8} {'type':<18} {'output shape':<16} "
+        f"{'parameters':>11} {'mult-adds':>11}"
     ]
     for row in rows:
         shape = "x".join(map(str, row.output_shape))
         lines.append(
-            f"{row.name:<8} {row.kind:<18} {shape:<16} {row.parameters:>11,} {row.multiply_adds:>11,}"
+            f"{row.name:<8} {row.kind:<18} {shape:<16} "
+            f"{row.parameters:>11,} {row.multiply_adds:>11,}"
         )
     lines.append(
-        f"{'total':<44} {sum(r.parameters for r in rows):>11,} {sum(r.multiply_adds for r in rows):>11,}"
+        f"{'total':<44} {sum(r.parameters for r in rows):>11,} "
+        f"{sum(r.multiply_adds for r in rows):>11,}"
     )
     return "\n".join(lines)

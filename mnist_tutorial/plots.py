@@ -1,17 +1,21 @@
-"""The book's figures, the shape measures they plot, and a way to show the package's own code in a notebook.
+"""The book's figures and a notebook view of the code.
 
-Every plotting function returns a matplotlib Figure that is already closed for pyplot, so a
-notebook cell that ends with the call shows it exactly once, and a script can save it with
-``fig.savefig``. The module needs the book's extra libraries (matplotlib, seaborn, pandas and IPython); the rest
-of the package does not import it.
+Every plotting function returns a matplotlib Figure that is already closed for pyplot,
+so a notebook cell that ends with the call shows it exactly once, and a script can save
+it with ``fig.savefig``. The module needs the book's extra libraries (matplotlib,
+seaborn, pandas and IPython); the rest of the package does not import it.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,24 +23,32 @@ import pandas as pd
 import seaborn as sns
 import torch
 from IPython.display import Code
+from matplotlib.axes import Axes
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
-from .train import History
+from .measures import ImageBatch
+from .predict import ImageSource, open_image, preprocess_image
+from .records import History
 
-ImageBatch = np.ndarray | torch.Tensor
+if TYPE_CHECKING:
+    # Only for annotations: RcKeyType is recent, and the book extra pins no matplotlib.
+    from matplotlib.typing import RcKeyType
+
 Labels = np.ndarray | torch.Tensor | Sequence[int]
 
 #: One colour per digit (matplotlib's tab10), the same in every chapter.
 DIGIT_COLORS: tuple[tuple[float, float, float], ...] = tuple(
-    plt.get_cmap("tab10").colors
-)  # type: ignore[attr-defined]
+    to_rgb(plt.get_cmap("tab10")(digit)) for digit in range(10)
+)
 #: Ink is drawn dark on white: easier to read, and how the digits were written.
 INK_CMAP = "gray_r"
 WRONG_COLOR = "#c0392b"
 #: The book's look, applied by use_book_style.
-BOOK_STYLE: dict[str, object] = {
+BOOK_STYLE: dict[RcKeyType, object] = {
     "figure.dpi": 100,
     "savefig.dpi": 100,
     "font.size": 10,
@@ -54,7 +66,10 @@ BOOK_STYLE: dict[str, object] = {
 
 
 class SourceCode(Code):
-    """Code shown as a Markdown code block, so Jupyter and the built book highlight it in their own style."""
+    """Code shown as a Markdown code block.
+
+    Jupyter and the built book then highlight it in their own style.
+    """
 
     def _repr_markdown_(self) -> str:
         """Return the code in a fence longer than any run of backticks inside it."""
@@ -63,25 +78,39 @@ class SourceCode(Code):
         return f"{fence}{self.language or ''}\n{self.data.rstrip()}\n{fence}"
 
     def _repr_html_(self) -> None:
-        """Return None: IPython's HTML for Code restyles the whole page, so only Markdown is offered."""
+        """Return None: IPython's HTML for Code restyles the whole page.
+
+        Only the Markdown is offered.
+        """
         return None
 
     def _repr_latex_(self) -> None:
-        """Return None: the Markdown already renders everywhere, and notebooks stay small."""
+        """Return None: the Markdown already renders everywhere.
+
+        Leaving LaTeX out also keeps notebooks small.
+        """
         return None
 
 
-def show_source(obj: object) -> Code:
-    """Return the source of a package function, class or module as highlighted code (introduced in chapter 1)."""
-    return SourceCode(textwrap.dedent(inspect.getsource(obj)), language="python")
+def show_source(obj: ModuleType | type | Callable[..., object]) -> Code:
+    """Return the source of a package function, class or module as highlighted code.
+
+    Introduced in chapter 1.
+    """
+    source = textwrap.dedent(inspect.getsource(obj))
+    # IPython's Code.__init__ has no annotations, so mypy counts the call as untyped.
+    return SourceCode(source, language="python")  # type: ignore[no-untyped-call]
 
 
 def use_book_style() -> None:
-    """Set matplotlib's defaults to the book's look for this session; returns None (chapter 1)."""
+    """Set matplotlib's defaults to the book's look for this session; returns None.
+
+    Introduced in chapter 1.
+    """
     plt.rcParams.update(BOOK_STYLE)
 
 
-def _as_numpy(values: ImageBatch | Labels) -> np.ndarray:
+def _as_numpy(values: np.ndarray | torch.Tensor | Sequence[float]) -> np.ndarray:
     """Return a tensor, array or sequence as a NumPy array on the CPU."""
     if isinstance(values, torch.Tensor):
         return values.detach().cpu().numpy()
@@ -89,9 +118,12 @@ def _as_numpy(values: ImageBatch | Labels) -> np.ndarray:
 
 
 def _new_figure(
-    rows: int = 1, columns: int = 1, **kwargs: object
+    rows: int = 1, columns: int = 1, **kwargs: Any
 ) -> tuple[Figure, np.ndarray]:
-    """Return a constrained-layout figure and its axes as a 2-D array, closed for pyplot."""
+    """Return a constrained-layout figure and its axes as a 2-D array.
+
+    The figure is closed for pyplot.
+    """
     figure, axes = plt.subplots(
         rows, columns, squeeze=False, layout="constrained", **kwargs
     )
@@ -99,7 +131,7 @@ def _new_figure(
     return figure, axes
 
 
-# ----- Images ---------------------------------------------------------------------------------
+# ----- Images -------------------------------------------------------------------------
 
 
 def plot_digit_grid(
@@ -112,10 +144,12 @@ def plot_digit_grid(
     title: str | None = None,
     panel_size: float = 1.3,
 ) -> Figure:
-    """Return a grid of digits captioned with their label, or "label → prediction" in red where wrong (chapter 1).
+    """Return a grid of digits captioned with their label (chapter 1).
 
-    ``images`` are (N, 28, 28) or (N, 1, 28, 28), uint8 in [0, 255] or floats (each scaled to its
-    own range). ``captions`` replaces the default captions; wrong predictions still turn them red.
+    Where a prediction is wrong, the caption reads "label → prediction" in red.
+    ``images`` are (N, 28, 28) or (N, 1, 28, 28), uint8 in [0, 255] or floats (each
+    scaled to its own range). ``captions`` replaces the default captions; wrong
+    predictions still turn them red.
     """
     pixels = _as_numpy(images)
     pixels = pixels.reshape(len(pixels), *pixels.shape[-2:])
@@ -164,7 +198,10 @@ def plot_weight_images(
     value_label: str = "weight",
     title: str = "What the first layer looks for",
 ) -> Figure:
-    """Return the rows of a (units, 784) weight matrix drawn as 28x28 images, red positive, blue negative (chapter 7)."""
+    """Return the rows of a (units, 784) weight matrix as 28x28 images (chapter 7).
+
+    Positive weights are drawn red, negative ones blue.
+    """
     values = _as_numpy(weights).astype(np.float64)
     values = values.reshape(len(values), 28, 28)
     rows = max(1, -(-len(values) // columns))
@@ -189,13 +226,16 @@ def plot_weight_images(
     return figure
 
 
-# ----- Distributions ---------------------------------------------------------------------------
+# ----- Distributions ------------------------------------------------------------------
 
 
 def plot_class_distribution(
     labels_by_split: Mapping[str, Labels], *, title: str = "How many of each digit?"
 ) -> Figure:
-    """Return grouped bars of each digit's share of every split, with the 10 % of a balanced set marked (chapter 1)."""
+    """Return grouped bars of each digit's share of every split (chapter 1).
+
+    The 10 % of a balanced set is marked.
+    """
     figure, axes = _new_figure(figsize=(9, 3.6))
     ax = axes[0, 0]
     width = 0.8 / len(labels_by_split)
@@ -227,7 +267,7 @@ def plot_class_distribution(
 def plot_intensity_histogram(
     images: ImageBatch, *, title: str = "Pixel intensities: mostly background"
 ) -> Figure:
-    """Return a histogram of all pixel values (0-255) with a logarithmic count axis (chapter 1)."""
+    """Return a histogram of all pixel values (0-255) with log counts (chapter 1)."""
     pixels = _as_numpy(images).reshape(-1)
     counts = np.bincount(pixels.astype(np.int64), minlength=256)
     figure, axes = _new_figure(figsize=(9, 3.4))
@@ -261,7 +301,10 @@ def plot_measure_by_digit(
     ylabel: str,
     title: str,
 ) -> Figure:
-    """Return one box plot per digit of a per-image measure (ink area, slant, confidence...) (chapter 1)."""
+    """Return one box plot per digit of a per-image measure (chapter 1).
+
+    The measure is ink area, slant, confidence...
+    """
     measure = _as_numpy(values).astype(np.float64)
     truth = _as_numpy(labels)
     figure, axes = _new_figure(figsize=(9, 3.4))
@@ -291,10 +334,13 @@ def plot_embedding(
     axis_labels: Mapping[str, tuple[str, str]] | None = None,
     title: str | None = None,
 ) -> Figure:
-    """Return one scatter panel per 2-D embedding, points coloured by digit and each digit's median labelled (chapter 1)."""
+    """Return one scatter panel per 2-D embedding, coloured by digit (chapter 1).
+
+    Each digit's median is labelled.
+    """
     truth = _as_numpy(labels)
     figure, axes = _new_figure(1, len(embeddings), figsize=(5.2 * len(embeddings), 5))
-    for ax, (name, points) in zip(axes.flat, embeddings.items()):
+    for ax, (name, points) in zip(axes.flat, embeddings.items(), strict=True):
         for digit in range(10):
             chosen = points[truth == digit]
             ax.scatter(
@@ -342,7 +388,10 @@ def plot_learning_curves(
     accuracy_label: str = "validation accuracy",
     title: str = "Training the network",
 ) -> Figure:
-    """Return two panels over epochs: the mean training loss, and an accuracy in percent (chapter 7)."""
+    """Return two panels over epochs: the training loss and an accuracy (chapter 7).
+
+    The loss is the epoch's mean; the accuracy is in percent.
+    """
     epochs = np.arange(1, len(train_loss) + 1)
     figure, axes = _new_figure(1, 2, figsize=(9, 3.4))
     loss_ax, accuracy_ax = axes.flat
@@ -360,30 +409,7 @@ def plot_learning_curves(
     return figure
 
 
-# ----- Shape measures (chapter 1) -------------------------------------------------------------
-
-
-def ink_area(images: ImageBatch, threshold: int = 128) -> torch.Tensor:
-    """Return the number of pixels of each image at or above ``threshold`` (of 255): a proxy for stroke width."""
-    pixels = torch.as_tensor(images)
-    return (pixels >= threshold).flatten(1).sum(1)
-
-
-def slant(images: ImageBatch) -> torch.Tensor:
-    """Return each image's slant, mu11 / mu02 from its intensity moments: how far x moves per row, right-leaning > 0."""
-    weights = torch.as_tensor(images).to(torch.float64)
-    weights = weights.reshape(len(weights), *weights.shape[-2:])
-    rows, columns = weights.shape[-2:]
-    # Rows count downwards in an image; flip y so that "up" is positive and a digit leaning right has slant > 0.
-    y = -torch.arange(rows, dtype=torch.float64).view(1, rows, 1)
-    x = torch.arange(columns, dtype=torch.float64).view(1, 1, columns)
-    mass = weights.sum((1, 2), keepdim=True)
-    dx = x - (weights * x).sum((1, 2), keepdim=True) / mass
-    dy = y - (weights * y).sum((1, 2), keepdim=True) / mass
-    return (weights * dx * dy).sum((1, 2)) / (weights * dy * dy).sum((1, 2))
-
-
-# ----- Convolutions (chapter 2) ---------------------------------------------------------------
+# ----- Convolutions (chapter 2) -------------------------------------------------------
 
 
 def plot_feature_maps(
@@ -396,10 +422,11 @@ def plot_feature_maps(
     title: str = "Feature maps",
     panel_size: float = 1.3,
 ) -> Figure:
-    """Return a grid of 2-D maps (C, H, W) on one shared scale, after an optional input image (chapter 2).
+    """Return a grid of 2-D maps (C, H, W) on one shared scale (chapter 2).
 
-    Maps with negative values are drawn red positive, blue negative, around zero; maps that are
-    never negative (after a ReLU) in a sequential colour map from zero.
+    An optional input image comes first. Maps with negative values are drawn red
+    positive, blue negative, around zero; maps that are never negative (after a ReLU) in
+    a sequential colour map from zero.
     """
     values = _as_numpy(maps).astype(np.float64)
     values = values.reshape(-1, *values.shape[-2:])
@@ -425,7 +452,8 @@ def plot_feature_maps(
         )
         flat[0].set_title("input", fontsize=9, fontweight="normal", pad=2)
         flat = flat[1:]
-    for index, (ax, values_of_map) in enumerate(zip(flat, values)):
+    # The grid may have more panels than there are maps: the extra ones stay blank.
+    for index, (ax, values_of_map) in enumerate(zip(flat, values, strict=False)):
         shown = ax.imshow(values_of_map, interpolation="nearest", **scale)
         ax.set_title(
             captions[index] if captions is not None else f"map {index}",
@@ -438,15 +466,16 @@ def plot_feature_maps(
     return figure
 
 
-# ----- Training (chapter 3) -------------------------------------------------------------------
+# ----- Training (chapter 3) -----------------------------------------------------------
 
 
 def plot_training_history(
     history: History, *, title: str = "Training, epoch by epoch"
 ) -> Figure:
-    """Return four panels over epochs: loss and accuracy (training, validation), learning rate, gradient norm (chapter 3).
+    """Return four panels over epochs of a training history (chapter 3).
 
-    A dashed line marks the epoch with the lowest validation loss, whose weights ``fit`` keeps.
+    Loss and accuracy (training, validation), learning rate and gradient norm. A dashed
+    line marks the epoch with the lowest validation loss, whose weights ``fit`` keeps.
     """
     epochs = np.asarray(history.column("epoch"))
     figure, axes = _new_figure(2, 2, figsize=(10, 6.4))
@@ -498,7 +527,10 @@ def plot_learning_rate_schedules(
     steps_per_epoch: int,
     title: str = "Learning-rate schedules",
 ) -> Figure:
-    """Return one line per schedule: the learning rate at every optimisation step, against epochs (chapter 3)."""
+    """Return one line per schedule: the learning rate at every step (chapter 3).
+
+    Every optimisation step is plotted, against epochs.
+    """
     figure, axes = _new_figure(figsize=(9, 3.4))
     ax = axes[0, 0]
     for position, (name, rates) in enumerate(schedules.items()):
@@ -517,20 +549,23 @@ def plot_learning_rate_schedules(
     return figure
 
 
-# ----- Mistakes (chapter 4) -------------------------------------------------------------------
+# ----- Mistakes (chapter 4) -----------------------------------------------------------
 
 
 def plot_confusion_matrix(
     matrix: np.ndarray, *, title: str = "Confusion matrix"
 ) -> Figure:
-    """Return a heatmap of a 10x10 confusion matrix coloured by the mistakes; the diagonal shows the right counts in grey (chapter 4)."""
+    """Return a heatmap of a 10x10 confusion matrix coloured by mistakes (chapter 4).
+
+    The diagonal shows the right counts in grey.
+    """
     counts = np.asarray(matrix)
     mistakes = counts.astype(np.float64)
     np.fill_diagonal(mistakes, np.nan)
     figure, axes = _new_figure(figsize=(7.4, 6.2))
     ax = axes[0, 0]
-    # The right answers outnumber the mistakes a hundredfold: colouring them too would leave every
-    # mistake the same pale shade.
+    # The right answers outnumber the mistakes a hundredfold: colouring them too would
+    # leave every mistake the same pale shade.
     sns.heatmap(
         mistakes,
         annot=True,
@@ -565,7 +600,10 @@ def plot_confusion_matrix(
 def plot_per_class_accuracy(
     accuracy: Sequence[float] | np.ndarray, *, title: str = "Accuracy per digit"
 ) -> Figure:
-    """Return one bar per digit of its accuracy in percent, each labelled, on a zoomed axis that says so (chapter 4)."""
+    """Return one labelled bar per digit of its accuracy in percent (chapter 4).
+
+    The axis is zoomed, and its label says so.
+    """
     percent = 100 * np.asarray(accuracy, dtype=np.float64)
     figure, axes = _new_figure(figsize=(9, 3.4))
     ax = axes[0, 0]
@@ -591,7 +629,10 @@ def plot_confidence_histograms(
     *,
     title: str = "How confident is the model?",
 ) -> Figure:
-    """Return two histograms of the top probability, for right and for wrong predictions (chapter 4)."""
+    """Return two histograms of the top probability (chapter 4).
+
+    One is for right predictions, the other for wrong ones.
+    """
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=bool)
     bins = np.linspace(0, 1, 41)
@@ -603,7 +644,8 @@ def plot_confidence_histograms(
         ax.hist(
             confidence[mask], bins=bins, color=color, edgecolor="white", linewidth=0.5
         )
-        # Thousands of right predictions need a log axis; a few dozen wrong ones read better as counts.
+        # Thousands of right predictions need a log axis;
+        # a few dozen wrong ones read better as counts.
         if mask.sum() > 200:
             ax.set_yscale("log")
             ax.set_ylabel("number of images (log scale)")
@@ -612,7 +654,8 @@ def plot_confidence_histograms(
             ax.set_ylabel("number of images")
         ax.set_xlabel("confidence (probability of the predicted digit)")
         ax.set_title(
-            f"{mask.sum():,} {name} predictions (median {np.median(confidence[mask]):.2f})"
+            f"{mask.sum():,} {name} predictions "
+            f"(median {np.median(confidence[mask]):.2f})"
         )
     figure.suptitle(title)
     return figure
@@ -625,7 +668,10 @@ def plot_reliability(
     *,
     title: str = "Reliability diagram",
 ) -> Figure:
-    """Return a reliability diagram (accuracy against confidence per bin, and the diagonal) over the bins' sizes (chapter 4)."""
+    """Return a reliability diagram over a bar chart of the bins' sizes (chapter 4).
+
+    The diagram plots accuracy against confidence per bin, and the diagonal.
+    """
     counts = np.asarray(counts)
     used = counts > 0
     bins = len(counts)
@@ -658,7 +704,191 @@ def plot_reliability(
     return figure
 
 
-# ----- Experiments (chapter 6) ----------------------------------------------------------------
+# ----- Your digits (chapter 5) -------------------------------------------------------
+
+#: The stages of preprocess_image that plot_preprocessing_steps draws, with captions.
+PREPROCESSING_STEPS: tuple[tuple[str, str], ...] = (
+    ("grey", "grey copy"),
+    ("ink", "ink map"),
+    ("cropped", "cropped"),
+    ("scaled", "scaled to 20 px"),
+    ("centred", "centred 28x28"),
+)
+
+
+def _draw_picture(ax: Axes, picture: Image.Image) -> None:
+    """Draw a picture as it looks, over a checkerboard where it is transparent.
+
+    Image editors show transparency that way; strokes on a transparent layer would
+    otherwise vanish against the figure's white.
+    """
+    squares = (np.indices((picture.height, picture.width)) // 8).sum(0) % 2
+    ax.imshow(np.repeat((200 + 40 * squares)[:, :, None], 3, axis=2).astype(np.uint8))
+    ax.imshow(picture.convert("RGBA"), interpolation="nearest")
+    ax.grid(False)
+
+
+def plot_sample_pictures(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    columns: int = 5,
+    title: str = "Sample pictures",
+) -> Figure:
+    """Return picture files as they look, with name, mode and size (chapter 5).
+
+    Transparent pixels are drawn over a checkerboard.
+    """
+    rows = max(1, -(-len(paths) // columns))
+    figure, axes = _new_figure(rows, columns, figsize=(1.8 * columns, 2 * rows))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, path in zip(axes.flat, map(Path, paths), strict=False):
+        with Image.open(path) as picture:
+            _draw_picture(ax, picture)
+            size = f"{picture.mode}, {picture.width}x{picture.height} px"
+        ax.set_title(f"{path.name}\n{size}", fontsize=8, fontweight="normal")
+    figure.suptitle(title)
+    return figure
+
+
+def plot_paper_and_ink(
+    grey: np.ndarray | Image.Image,
+    paper: np.ndarray,
+    ink: np.ndarray,
+    *,
+    title: str = "The paper fitted under the ink, and the ink left",
+) -> Figure:
+    """Return a grey picture, the paper fitted to it and its ink map (chapter 5).
+
+    ``grey`` and ``paper`` are brightness (0-255), drawn as they look; ``ink`` is the
+    ink map (0-255), drawn as the book draws ink, dark on white.
+    """
+    figure, axes = _new_figure(1, 3, figsize=(11, 3))
+    grey_ax, paper_ax, ink_ax = axes.flat
+    grey_ax.imshow(np.asarray(grey), cmap="gray", vmin=0, vmax=255)
+    brightness = paper_ax.imshow(paper, cmap="gray", vmin=0, vmax=255)
+    figure.colorbar(brightness, ax=axes[0, :2], label="brightness (0-255)", shrink=0.9)
+    shown = ink_ax.imshow(ink, cmap=INK_CMAP, vmin=0, vmax=255)
+    figure.colorbar(shown, ax=ink_ax, label="ink (0-255)", shrink=0.9)
+    names = ("the grey working copy", "the fitted paper", "the ink map")
+    for ax, name in zip(axes.flat, names, strict=True):
+        ax.set_title(name)
+        ax.set_xlabel("x (pixels)")
+        ax.set_ylabel("y (pixels)")
+        ax.grid(False)
+    figure.suptitle(title)
+    return figure
+
+
+def plot_preprocessing_steps(
+    pictures: Mapping[str, ImageSource],
+    *,
+    title: str = "MNIST-style preprocessing, step by step",
+) -> Figure:
+    """Return one row per picture: the picture, then each step of preprocessing it.
+
+    For chapter 5: every stage of ``preprocess_image``, captioned with its size. The
+    picture and its grey copy are drawn as they look, the later stages as ink, dark on
+    white. ``pictures`` maps a caption to anything ``preprocess_image`` reads.
+    """
+    figure, axes = _new_figure(
+        len(pictures),
+        len(PREPROCESSING_STEPS) + 1,
+        figsize=(10, 1.8 * len(pictures) + 0.3),
+    )
+    for row, (caption, source) in zip(axes, pictures.items(), strict=True):
+        picture = open_image(source)
+        steps = preprocess_image(picture, keep_steps=True)
+        _draw_picture(row[0], picture)
+        size = f"{picture.width}x{picture.height} px"
+        row[0].set_title(f"{caption}\n{size}", fontsize=8, fontweight="normal")
+        for ax, (stage, name) in zip(row[1:], PREPROCESSING_STEPS, strict=True):
+            values = getattr(steps, stage)
+            ax.imshow(
+                values,
+                cmap="gray" if stage == "grey" else INK_CMAP,
+                vmin=0,
+                vmax=255,
+                interpolation="nearest",
+            )
+            size = f"{values.shape[1]}x{values.shape[0]} px"
+            ax.set_title(f"{name}\n{size}", fontsize=8, fontweight="normal")
+        for ax in row:
+            ax.set_axis_off()
+    figure.suptitle(title)
+    return figure
+
+
+def plot_accuracy_by_preparation(
+    correct: Mapping[str, np.ndarray],
+    groups: Mapping[str, np.ndarray],
+    *,
+    title: str = "Accuracy by preparation",
+) -> Figure:
+    """Return grouped bars of each preparation's accuracy on groups of pictures.
+
+    For chapter 5. ``correct`` maps a way of preparing the pictures to whether each one
+    was read right; ``groups`` maps a group's name to which pictures it holds. A dotted
+    line marks chance, 10 %.
+    """
+    figure, axes = _new_figure(figsize=(7.5, 3.4))
+    ax = axes[0, 0]
+    positions = np.arange(len(correct))
+    width = 0.8 / len(groups)
+    for index, (group, members) in enumerate(groups.items()):
+        chosen = np.asarray(members, dtype=bool)
+        percent = [100 * np.asarray(right)[chosen].mean() for right in correct.values()]
+        bars = ax.bar(
+            positions + (index - (len(groups) - 1) / 2) * width,
+            percent,
+            width,
+            color=f"C{index}",
+            label=f"{group} ({chosen.sum()})",
+        )
+        ax.bar_label(bars, labels=[f"{value:.0f}" for value in percent], fontsize=8)
+    ax.axhline(10, color="0.4", linestyle=":", linewidth=1, label="chance (10 %)")
+    ax.set_xticks(positions, list(correct))
+    ax.set_xlabel("how the pictures were prepared")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 112)
+    ax.set_yticks(range(0, 101, 20))
+    ax.grid(axis="x", visible=False)
+    ax.legend(loc="upper left")
+    ax.set_title(title)
+    return figure
+
+
+def plot_probabilities(
+    probabilities: Sequence[float] | np.ndarray,
+    *,
+    title: str = "The model's probabilities",
+) -> Figure:
+    """Return one bar per digit of its probability in percent (chapter 5).
+
+    The most probable digit is green and labelled with its probability.
+    """
+    percent = 100 * np.asarray(probabilities, dtype=np.float64)
+    top = int(percent.argmax())
+    figure, axes = _new_figure(figsize=(6, 2.8))
+    ax = axes[0, 0]
+    digits = np.arange(len(percent))
+    bars = ax.bar(
+        digits, percent, color=np.where(digits == top, "tab:green", "tab:grey")
+    )
+    ax.bar_label(
+        bars, labels=np.where(digits == top, f"{percent[top]:.1f} %", ""), fontsize=9
+    )
+    ax.set_xticks(digits)
+    ax.set_xlabel("digit")
+    ax.set_ylabel("probability (%)")
+    ax.set_ylim(0, 112)
+    ax.set_yticks(range(0, 101, 20))
+    ax.grid(axis="x", visible=False)
+    ax.set_title(title)
+    return figure
+
+
+# ----- Experiments (chapter 6) --------------------------------------------------------
 
 
 def plot_comparison(
@@ -668,17 +898,21 @@ def plot_comparison(
     seconds: str = "seconds",
     title: str = "Comparison",
 ) -> Figure:
-    """Return, for each row of an experiments table, its accuracy as a labelled dot and its training time as a bar (chapter 6)."""
+    """Return each experiment's accuracy and training time (chapter 6).
+
+    For each row of an experiments table, its accuracy is a labelled dot and its
+    training time a bar.
+    """
     names = [str(name) for name in table.index]
     positions = np.arange(len(names))
     figure, axes = _new_figure(
         1, 2, figsize=(10, 0.45 * len(names) + 1.5), sharey=True, width_ratios=(3, 2)
     )
     accuracy_ax, time_ax = axes.flat
-    # A dot, not a bar: the differences live in the last percent, and a bar cut off below would
-    # exaggerate them.
+    # A dot, not a bar: the differences live in the last percent, and a bar cut off
+    # below would exaggerate them.
     accuracy_ax.scatter(table[accuracy], positions, color="C0", s=45, zorder=3)
-    for position, value in zip(positions, table[accuracy]):
+    for position, value in zip(positions, table[accuracy], strict=True):
         accuracy_ax.annotate(
             f"{value:.2f}",
             (value, position),
@@ -715,7 +949,10 @@ def plot_sweep(
     xlabel: str | None = None,
     title: str = "Sweep",
 ) -> Figure:
-    """Return one line per ``hue`` value of an experiments table: ``y`` against the swept setting ``x`` (chapter 6)."""
+    """Return one line per ``hue`` value of an experiments table (chapter 6).
+
+    Each line is ``y`` against the swept setting ``x``.
+    """
     figure, axes = _new_figure(figsize=(7.5, 4))
     ax = axes[0, 0]
     sns.lineplot(

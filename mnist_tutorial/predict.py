@@ -1,37 +1,50 @@
 """Your own digits: make any picture look like MNIST, then predict it (chapter 5).
 
-MNIST was made from scanned forms: each digit was cropped, its longest side scaled to 20 pixels
-keeping the aspect ratio (anti-aliased, hence the grey edges), and it was placed in a 28x28 field
-so that its centre of mass sits at the centre. A model trained on MNIST has only ever seen that,
-so a picture must go through the same steps before the model can read it.
+MNIST was made from scanned forms: each digit was cropped, its longest side scaled to 20
+pixels keeping the aspect ratio (anti-aliased, hence the grey edges), and it was placed
+in a 28x28 field so that its centre of mass sits at the centre. A model trained on MNIST
+has only ever seen that, so a picture must go through the same steps before the model
+can read it.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 import io
 import os
 import stat
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union, overload
+from typing import Literal, TypeAlias, cast, overload
 
 import numpy as np
 import torch
-from PIL import Image, ImageChops, ImageFilter, ImageOps
+from numpy.typing import NDArray
+from PIL import Image, ImageChops, ImageFilter, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 from torch import nn
 
+from .checkpoint import Checkpoint, load_pretrained
 from .data import normalize
-from .errors import MnistTutorialError, ModelOutputError, describe_os_error
-from .train import Checkpoint, load_pretrained
+from .device import select_device
+from .errors import (
+    ConfigError,
+    MnistTutorialError,
+    ModelOutputError,
+    describe_os_error,
+    first_line,
+)
+from .measures import centre_of_mass
 
-#: The mean and standard deviation of MNIST's training pixels, the normalisation of every checkpoint of the book.
+#: The mean and standard deviation of MNIST's training pixels, the normalisation of
+#: every checkpoint of the book.
 MNIST_NORMALIZATION = (0.1307, 0.3081)
-#: Pictures above this many pixels are refused before they are decoded (decompression bombs).
+#: Pictures above this many pixels are refused before they are decoded
+#: (decompression bombs).
 MAX_PIXELS = 50_000_000
 #: The longest side of the grey working copy in which the ink is looked for.
 WORKING_SIDE = 96
@@ -40,25 +53,30 @@ BOX_SIDE = 20
 FIELD_SIDE = 28
 #: Ink must differ from the background by this share of the full brightness range.
 MIN_CONTRAST = 0.08
-#: Pieces of ink lighter than this share of the largest piece are specks, not part of the digit.
+#: Pieces of ink lighter than this share of the largest piece are specks, not part of
+#: the digit.
 MIN_PIECE_SHARE = 0.1
-#: Ink thicker than this share of the picture's longest side is no pen stroke but a shadow or the
-#: paper's edge (the book's samples reach 0.19).
+#: Ink thicker than this share of the picture's longest side is no pen stroke but a
+#: shadow or the paper's edge (the book's samples reach 0.19).
 MAX_STROKE_SHARE = 0.25
-#: Float pixels this far (a share of their range) outside [0, 1] or 0-255, a resampling overshoot, are clipped.
+#: Float pixels this far (a share of their range) outside [0, 1] or 0-255, a resampling
+#: overshoot, are clipped.
 FLOAT_OVERSHOOT = 0.1
 #: Characters that make a spreadsheet read a CSV cell as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: The 256 grey levels of an 8-bit image, for statistics read from its histogram.
 LEVELS = np.arange(256, dtype=np.float64)
 
-ImageSource = Union[
-    str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray
-]
+ImageSource: TypeAlias = (
+    str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | np.ndarray
+)
 
 
 class InvalidImageError(MnistTutorialError, ValueError):
-    """Raised when a picture cannot be read or holds no digit; the message says why and what to do."""
+    """Raised when a picture cannot be read or holds no digit.
+
+    The message says why and what to do.
+    """
 
 
 @dataclass(frozen=True)
@@ -66,24 +84,39 @@ class PreprocessSteps:
     """Every stage of preprocess_image for one picture, for display (chapter 5)."""
 
     grey: np.ndarray
-    """uint8 brightness, longest side WORKING_SIDE, upright, without transparency, lightly blurred."""
+    """uint8 brightness, upright, without transparency, lightly blurred.
+
+    Its longest side is WORKING_SIDE pixels.
+    """
     dark_ink: bool
-    """Whether the ink is darker than the background (pen on paper) or lighter (chalk on a board)."""
+    """Whether the ink is darker than the background (pen on paper).
+
+    False when it is lighter (chalk on a board).
+    """
     ink: np.ndarray
-    """uint8: how much ink each pixel of ``grey`` holds, 0 (none) to 255, with lighting and noise removed."""
+    """uint8: how much ink each pixel of ``grey`` holds, 0 (none) to 255.
+
+    Uneven lighting and the paper's noise are removed.
+    """
     cropped: np.ndarray
     """uint8 ink map cropped to the digit's bounding box, specks removed."""
     scaled: np.ndarray
     """uint8 digit, longest side BOX_SIDE pixels, aspect ratio kept."""
     centred: np.ndarray
-    """uint8 (28, 28) field with the digit's centre of mass at its centre: what MNIST looks like."""
+    """uint8 (28, 28) field with the digit's centre of mass at its centre.
+
+    This is what MNIST looks like.
+    """
     tensor: torch.Tensor
-    """The normalised float32 batch of one, shape (1, 1, 28, 28), ready for the model."""
+    """Normalised float32 batch of one, shape (1, 1, 28, 28), ready for the model."""
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """The model's answer for one picture: the digit, its probability and all ten probabilities (chapter 5)."""
+    """The model's answer for one picture (chapter 5).
+
+    The digit, its probability and all ten probabilities.
+    """
 
     digit: int
     confidence: float
@@ -92,7 +125,10 @@ class Prediction:
 
 @dataclass(frozen=True)
 class FileResult:
-    """The outcome for one file: its prediction, or the one-line reason it failed (chapter 5)."""
+    """The outcome for one file (chapter 5).
+
+    Its prediction, or the one-line reason it failed.
+    """
 
     path: Path
     prediction: Prediction | None = None
@@ -104,7 +140,10 @@ class FileResult:
         return self.prediction is not None
 
     def to_dict(self) -> dict[str, object]:
-        """Return the result as JSON-ready values: path, digit, confidence, probabilities and error."""
+        """Return the result as JSON-ready values.
+
+        The keys are path, digit, confidence, probabilities and error.
+        """
         prediction = self.prediction
         return {
             "path": str(self.path),
@@ -129,7 +168,10 @@ def _describe(source: object) -> str:
 
 
 def _readable_path(source: str | os.PathLike[str]) -> Path:
-    """Return the path when it is a non-empty regular file, else raise InvalidImageError saying what it is."""
+    """Return the path when it is a non-empty regular file.
+
+    Otherwise raise InvalidImageError saying what it is.
+    """
     path = Path(source)
     try:
         status = path.stat()
@@ -137,12 +179,13 @@ def _readable_path(source: str | os.PathLike[str]) -> Path:
         raise InvalidImageError(f"{path}: no such file; check the path") from None
     except OSError as error:
         raise InvalidImageError(
-            f"{path} cannot be reached ({describe_os_error(error)}); check the path and the "
-            "permissions of its folders"
+            f"{path} cannot be reached ({describe_os_error(error)}); "
+            "check the path and the permissions of its folders"
         ) from None
     if stat.S_ISDIR(status.st_mode):
         raise InvalidImageError(
-            f"{path} is a folder, not an image; pass the image files or use predict_folder"
+            f"{path} is a folder, not an image; "
+            "pass the image files or use predict_folder"
         )
     # A pipe or a device would block the read forever.
     if not stat.S_ISREG(status.st_mode):
@@ -155,7 +198,10 @@ def _readable_path(source: str | os.PathLike[str]) -> Path:
 
 
 def array_to_image(array: np.ndarray) -> Image.Image:
-    """Return a PIL image of an (H, W), (H, W, 3) or (H, W, 4) array of uint8, uint16, bool or floats (0-1 or 0-255)."""
+    """Return a PIL image of an (H, W), (H, W, 3) or (H, W, 4) array of pixels.
+
+    The pixels may be uint8, uint16, bool or floats (0-1 or 0-255).
+    """
     if (
         array.ndim not in (2, 3)
         or (array.ndim == 3 and array.shape[2] not in (1, 3, 4))
@@ -167,12 +213,13 @@ def array_to_image(array: np.ndarray) -> Image.Image:
         )
     if array.dtype.kind not in "buif":
         raise InvalidImageError(
-            f"the array's dtype {array.dtype} holds no pixels; pass uint8 (0-255), uint16, bool "
-            "or floats in [0, 1]"
+            f"the array's dtype {array.dtype} holds no pixels; "
+            "pass uint8 (0-255), uint16, bool or floats in [0, 1]"
         )
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    # uint16 holding only 0-255 is 8-bit data in a wider type, not a black 16-bit picture.
+    # uint16 holding only 0-255 is 8-bit data in a wider type, not a black
+    # 16-bit picture.
     if array.dtype == np.uint16 and array.ndim == 2 and array.max() > 255:
         return Image.fromarray(np.ascontiguousarray(array))
     if array.dtype == np.uint16 and array.max() > 255:
@@ -186,13 +233,16 @@ def array_to_image(array: np.ndarray) -> Image.Image:
     if array.min() >= 0 and array.max() <= 255:
         return Image.fromarray(array.astype(np.uint8))
     raise InvalidImageError(
-        f"the array's {array.dtype} values (from {array.min()} to {array.max()}) are not pixels; "
-        "pass uint8 (0-255), uint16, bool or floats in [0, 1]"
+        f"the array's {array.dtype} values (from {array.min()} to {array.max()}) "
+        "are not pixels; pass uint8 (0-255), uint16, bool or floats in [0, 1]"
     )
 
 
 def float_scale(values: np.ndarray) -> float:
-    """Return the factor that takes float pixels to 0-255: 255 for [0, 1], 1 for 0-255; other values raise InvalidImageError."""
+    """Return the factor that takes float pixels to 0-255: 255 for [0, 1], 1 for 0-255.
+
+    Other values raise InvalidImageError.
+    """
     if not np.isfinite(values).all():
         raise InvalidImageError(
             "the picture holds NaN or infinite values; replace them before predicting"
@@ -208,7 +258,10 @@ def float_scale(values: np.ndarray) -> float:
 
 
 def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Return the picture decoded and upright (EXIF orientation applied; first frame of an animation) (chapter 5)."""
+    """Return the picture decoded and upright (chapter 5).
+
+    The EXIF orientation is applied; of an animation, the first frame is returned.
+    """
     label = _describe(source)
     if isinstance(source, np.ndarray):
         source = array_to_image(source)
@@ -229,12 +282,14 @@ def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Im
             "pass a path, bytes, a PIL image or a NumPy array"
         )
     try:
-        # Pillow's own bomb check only warns below twice its global limit; ours is the one that counts.
+        # Pillow's own bomb check only warns below twice its global limit;
+        # ours is the one that counts.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(stream) as image:
                 _check_size(image.size, label, max_pixels)
-                # JPEG can decode at 1/2, 1/4 or 1/8 size directly, far faster than decoding then shrinking.
+                # JPEG can decode at 1/2, 1/4 or 1/8 size directly, far faster than
+                # decoding then shrinking.
                 image.draft(None, (2 * WORKING_SIDE, 2 * WORKING_SIDE))
                 image.load()
                 ImageOps.exif_transpose(image, in_place=True)
@@ -244,10 +299,10 @@ def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Im
             f"{label} is far over the {max_pixels / 1e6:g}-megapixel limit "
             "(a decompression bomb?); shrink it first"
         ) from None
-    except Image.UnidentifiedImageError:
+    except UnidentifiedImageError:
         raise InvalidImageError(
-            f"{label} is not an image Pillow can read (unknown format or damaged header); "
-            "save it as PNG or JPEG"
+            f"{label} is not an image Pillow can read "
+            "(unknown format or damaged header); save it as PNG or JPEG"
         ) from None
     except PermissionError:
         raise InvalidImageError(
@@ -255,15 +310,12 @@ def open_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Im
         ) from None
     except InvalidImageError:
         raise
-    # Damaged files make decoders fail in many ways (OSError, SyntaxError, zlib, struct, index errors...).
-    except Exception as error:  # noqa: BLE001
-        reason = (
-            str(error).strip().splitlines()[0][:120]
-            if str(error).strip()
-            else type(error).__name__
-        )
+    # Damaged files make decoders fail in many ways
+    # (OSError, SyntaxError, zlib, struct, index errors...).
+    except Exception as error:
         raise InvalidImageError(
-            f"{label} is truncated or corrupt ({reason}); re-save or re-export it"
+            f"{label} is truncated or corrupt ({first_line(error)}); "
+            "re-save or re-export it"
         ) from None
 
 
@@ -272,8 +324,9 @@ def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:
         raise InvalidImageError(
-            f"{label} is {width}x{height} = {width * height / 1e6:g} megapixels, over the "
-            f"{max_pixels / 1e6:g}-megapixel limit (a decompression bomb?); shrink it first"
+            f"{label} is {width}x{height} = {width * height / 1e6:g} megapixels, "
+            f"over the {max_pixels / 1e6:g}-megapixel limit (a decompression bomb?); "
+            "shrink it first"
         )
     if width == 0 or height == 0:
         raise InvalidImageError(
@@ -282,9 +335,13 @@ def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
 
 
 def flatten_transparency(image: Image.Image) -> Image.Image:
-    """Return the picture without transparency, see-through pixels set to contrast with the visible ones (chapter 5)."""
-    # Strokes drawn on a transparent layer are often black on transparent black: laying them on the
-    # opposite of their own brightness keeps them visible whatever their colour.
+    """Return the picture without transparency (chapter 5).
+
+    See-through pixels are set to contrast with the visible ones.
+    """
+    # Strokes drawn on a transparent layer are often black on transparent black:
+    # laying them on the opposite of their own brightness keeps them visible
+    # whatever their colour.
     if (
         "A" not in image.getbands()
         and "a" not in image.getbands()
@@ -304,9 +361,12 @@ def flatten_transparency(image: Image.Image) -> Image.Image:
 
 
 def to_eight_bits(image: Image.Image) -> Image.Image:
-    """Return a 16-bit, 32-bit or floating-point grey picture as 8-bit grey, scaled by its full range."""
-    # Pillow's own conversion clips: every 16-bit value above 255 would come out white. Integers
-    # that all fit in 0-255 are 8-bit data in a wider type.
+    """Return a 16-bit, 32-bit or floating-point grey picture as 8-bit grey.
+
+    The values are scaled by their full range.
+    """
+    # Pillow's own conversion clips: every 16-bit value above 255 would come out white.
+    # Integers that all fit in 0-255 are 8-bit data in a wider type.
     values = np.asarray(image, dtype=np.float32)
     if image.mode == "F":
         scale = float_scale(values)
@@ -316,7 +376,10 @@ def to_eight_bits(image: Image.Image) -> Image.Image:
 
 
 def grey_image(image: Image.Image, side: int = WORKING_SIDE) -> Image.Image:
-    """Return the picture as 8-bit grey, resized so the longest side is ``side`` pixels, lightly blurred (chapter 5)."""
+    """Return the picture as 8-bit grey, lightly blurred (chapter 5).
+
+    It is resized so that its longest side is ``side`` pixels.
+    """
     image = flatten_transparency(image)
     grey = (
         to_eight_bits(image)
@@ -332,24 +395,31 @@ def grey_image(image: Image.Image, side: int = WORKING_SIDE) -> Image.Image:
 
 
 def weighted_median(values: np.ndarray, counts: np.ndarray) -> float:
-    """Return the median of ``values`` each repeated ``counts`` times: the median of a histogram."""
+    """Return the median of a histogram: ``values`` each repeated ``counts`` times."""
     order = np.argsort(values, kind="stable")
     cumulative = np.cumsum(counts[order])
     return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 def ink_is_dark(grey: Image.Image) -> bool:
-    """Return True when the ink is darker than the background: most pixels are background, ink is the far extreme."""
+    """Return True when the ink is darker than the background.
+
+    Most pixels are background; the ink is the far extreme.
+    """
     typical = weighted_median(LEVELS, np.array(grey.histogram()))
-    darkest, brightest = grey.getextrema()
+    # A one-band picture has one (darkest, brightest) pair, not a pair per band.
+    darkest, brightest = cast(tuple[int, int], grey.getextrema())
     return typical - darkest >= brightest - typical
 
 
-def background(signed: Image.Image) -> np.ndarray:
-    """Return the paper's level under the ink (ink bright in ``signed``): a smooth surface fitted around the strokes."""
-    # Light on paper changes slowly (a gradient, a vignette), so a quadratic surface describes it, and
-    # a quarter of the resolution is enough to fit it. Ink stands above the paper, so a second fit
-    # leaves out the pixels well above the first.
+def background(signed: Image.Image) -> NDArray[np.float64]:
+    """Return the paper's level under the ink, which is bright in ``signed``.
+
+    The level is a smooth surface, fitted around the strokes.
+    """
+    # Light on paper changes slowly (a gradient, a vignette), so a quadratic surface
+    # describes it, and a quarter of the resolution is enough to fit it. Ink stands
+    # above the paper, so a second fit leaves out the pixels well above the first.
     coarse = np.asarray(signed.reduce(4), dtype=np.float64)
     scale = max(signed.size)
     # Coarse pixel i averages full-size pixels 4i to 4i + 3, so it sits at 4i + 1.5.
@@ -362,7 +432,8 @@ def background(signed: Image.Image) -> np.ndarray:
     paper = residual <= typical + max(
         3 * 1.4826 * np.median(np.abs(residual - typical)), 2.0
     )
-    constant, x, y, xx, xy, yy = least_squares(terms[paper], values[paper])
+    coefficients = least_squares(terms[paper], values[paper])
+    constant, x, y, xx, xy, yy = map(float, coefficients)
     rows = np.arange(signed.height)[:, None] / scale
     columns = np.arange(signed.width)[None, :] / scale
     return (
@@ -373,34 +444,46 @@ def background(signed: Image.Image) -> np.ndarray:
 
 
 def least_squares(terms: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Return the coefficients that make ``terms @ coefficients`` closest to ``values`` (least squares)."""
-    # The normal equations of six unknowns: far cheaper than a general solver for so small a system.
+    """Return the coefficients that make ``terms @ coefficients`` closest to ``values``.
+
+    Closest in the least-squares sense.
+    """
+    # The normal equations of six unknowns: far cheaper than a general solver
+    # for so small a system.
     return np.linalg.solve(
         terms.T @ terms + 1e-9 * np.eye(terms.shape[1]), terms.T @ values
     )
 
 
 def quadratic_terms(y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Return one row of 1, x, y, x², xy and y² per point, for points at rows ``y`` and columns ``x``."""
+    """Return one row of 1, x, y, x², xy and y² per point.
+
+    The points are at rows ``y`` and columns ``x``.
+    """
     return np.column_stack([np.ones_like(x), x, y, x * x, x * y, y * y])
 
 
-def ink_map(grey: Image.Image, dark_ink: bool) -> np.ndarray:
-    """Return each pixel's ink, uint8 0 to 255, with uneven light and the paper's noise removed (chapter 5)."""
+def ink_map(grey: Image.Image, dark_ink: bool) -> NDArray[np.uint8]:
+    """Return each pixel's ink, uint8 0 to 255 (chapter 5).
+
+    Uneven light and the paper's noise are removed.
+    """
     signed = ImageChops.invert(grey) if dark_ink else grey
     ink = (
         np.clip(np.asarray(signed) - background(signed), 0, 255)
         .round()
         .astype(np.uint8)
     )
-    # Most pixels hold no ink, so the median and the median deviation of the ink measure the paper's noise.
+    # Most pixels hold no ink, so the median and the median deviation of the ink
+    # measure the paper's noise.
     counts = np.bincount(ink.ravel(), minlength=256)
     typical = weighted_median(LEVELS, counts)
     noise = typical + 4 * 1.4826 * weighted_median(np.abs(LEVELS - typical), counts)
     strongest = int(ink.max())
     if strongest < MIN_CONTRAST * 255 or strongest < 2 * noise:
         raise InvalidImageError(
-            f"no ink found: the picture is blank or too faint (contrast {strongest / 255:.0%}); "
+            "no ink found: the picture is blank or too faint "
+            f"(contrast {strongest / 255:.0%}); "
             "write the digit darker or photograph it in better light"
         )
     floor = max(noise, 0.2 * strongest)
@@ -412,12 +495,15 @@ def ink_map(grey: Image.Image, dark_ink: bool) -> np.ndarray:
     return stretch[ink]
 
 
-def crop_to_ink(ink: np.ndarray) -> np.ndarray:
-    """Return the ink map cropped to the digit's box, specks much lighter than the digit left out (chapter 5)."""
+def crop_to_ink(ink: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Return the ink map cropped to the digit's box (chapter 5).
+
+    Specks much lighter than the digit are left out.
+    """
     pieces, _ = ndimage.label(ink > 0, structure=np.ones((3, 3)))
     masses = np.bincount(pieces.ravel(), weights=ink.ravel())
     masses[0] = 0.0
-    digit = ink * (masses >= MIN_PIECE_SHARE * masses.max())[pieces]
+    digit = ink * (masses >= MIN_PIECE_SHARE * float(masses.max()))[pieces]
     check_strokes(digit)
     rows = np.flatnonzero(digit.any(axis=1))
     columns = np.flatnonzero(digit.any(axis=0))
@@ -425,21 +511,29 @@ def crop_to_ink(ink: np.ndarray) -> np.ndarray:
 
 
 def check_strokes(digit: np.ndarray) -> None:
-    """Raise InvalidImageError when the ink holds an area far thicker than a pen stroke: a shadow or the paper's edge."""
-    # The picture's edge counts as ink, so that a dark area it cuts off is measured whole.
+    """Raise InvalidImageError when the ink holds an area far thicker than a pen stroke.
+
+    Such an area is a shadow or the paper's edge.
+    """
+    # The picture's edge counts as ink, so that a dark area it cuts off is
+    # measured whole.
     depth = ndimage.distance_transform_edt(np.pad(digit > 0, 1, constant_values=True))[
         1:-1, 1:-1
     ]
     thickness = 2 * float(depth.max()) / max(digit.shape)
     if thickness > MAX_STROKE_SHARE:
         raise InvalidImageError(
-            f"a dark area {thickness:.0%} of the picture thick, far thicker than a pen stroke, "
-            "looks like a shadow or the paper's edge; crop to the digit or light it evenly"
+            f"a dark area {thickness:.0%} of the picture thick, "
+            "far thicker than a pen stroke, looks like a shadow or the paper's edge; "
+            "crop to the digit or light it evenly"
         )
 
 
 def scale_to_box(cropped: np.ndarray, box: int = BOX_SIDE) -> np.ndarray:
-    """Return the digit (uint8), longest side ``box`` pixels, aspect ratio kept, brightest pixel 255 (chapter 5)."""
+    """Return the digit (uint8) with its longest side ``box`` pixels (chapter 5).
+
+    The aspect ratio is kept, and the brightest pixel is 255.
+    """
     height, width = cropped.shape
     scale = box / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -447,14 +541,19 @@ def scale_to_box(cropped: np.ndarray, box: int = BOX_SIDE) -> np.ndarray:
         Image.fromarray(cropped).resize(size, Image.Resampling.BILINEAR),
         dtype=np.float32,
     )
-    # Shrinking a thin stroke greys it; MNIST's strokes reach full white, so restore the contrast.
+    # Shrinking a thin stroke greys it; MNIST's strokes reach full white,
+    # so restore the contrast.
     return (scaled * (255 / max(float(scaled.max()), 1.0))).round().astype(np.uint8)
 
 
 def centre_by_mass(scaled: np.ndarray, field: int = FIELD_SIDE) -> np.ndarray:
-    """Return a square uint8 field with the digit's centre of mass at its centre pixel, as in MNIST (chapter 5)."""
+    """Return a square uint8 field holding the digit, as in MNIST (chapter 5).
+
+    The digit's centre of mass is at the field's centre pixel.
+    """
     height, width = scaled.shape
-    centre_row, centre_column = ndimage.center_of_mass(scaled.astype(np.float64))
+    rows, columns = centre_of_mass(scaled[None])
+    centre_row, centre_column = float(rows[0]), float(columns[0])
     # Shift by whole pixels, as MNIST did, and never push the digit out of the field.
     top = int(np.clip(round(field / 2 - centre_row), 0, field - height))
     left = int(np.clip(round(field / 2 - centre_column), 0, field - width))
@@ -486,7 +585,10 @@ def preprocess_image(
     keep_steps: bool = False,
     max_pixels: int = MAX_PIXELS,
 ) -> torch.Tensor | PreprocessSteps:
-    """Return the picture made to look like MNIST, as a normalised (1, 1, 28, 28) batch, or every step (chapter 5)."""
+    """Return the picture made to look like MNIST (chapter 5).
+
+    The result is a normalised (1, 1, 28, 28) batch, or every step with ``keep_steps``.
+    """
     grey = grey_image(open_image(image, max_pixels=max_pixels))
     dark_ink = ink_is_dark(grey)
     ink = ink_map(grey, dark_ink)
@@ -504,7 +606,10 @@ def preprocess_image(
 def resize_naively(
     image: ImageSource, normalization: tuple[float, float] = MNIST_NORMALIZATION
 ) -> torch.Tensor:
-    """Return the picture squashed to 28x28 grey and normalised, none of MNIST's steps: the baseline (chapter 5)."""
+    """Return the picture squashed to 28x28 grey and normalised (chapter 5).
+
+    None of MNIST's steps are taken: this is the baseline.
+    """
     grey = (
         open_image(image)
         .convert("L")
@@ -514,39 +619,61 @@ def resize_naively(
 
 
 class Predictor:
-    """A model with its normalisation and device, ready to read pictures; it puts the model in eval mode (chapter 5)."""
+    """A model with its normalisation on a device, ready to read pictures (chapter 5).
+
+    It works on its own copy of the model, in eval mode, so the model passed in is left
+    as it was. A Checkpoint brings its normalisation; a bare model needs
+    ``normalization``, the (mean, std) it was trained with. None means the shipped
+    pretrained model.
+    """
 
     def __init__(
         self,
         model: nn.Module | Checkpoint | None = None,
         normalization: tuple[float, float] | None = None,
-        device: torch.device | str | None = None,
+        device: str | torch.device = "cpu",
     ) -> None:
-        if model is None:
-            model = load_pretrained()
-        if isinstance(model, Checkpoint):
-            normalization = normalization or model.normalization
-            model = model.model
-        self.device = (
-            torch.device(device)
-            if device is not None
-            else next(model.parameters()).device
-        )
+        checkpoint = load_pretrained() if model is None else model
+        if isinstance(checkpoint, Checkpoint):
+            network: nn.Module = checkpoint.model
+            normalization = normalization or checkpoint.normalization
+        elif normalization is None:
+            raise ConfigError(
+                "a bare model carries no normalisation; pass normalization=(mean, std) "
+                "as it was trained with, or the Checkpoint, which carries it"
+            )
+        else:
+            network = checkpoint
+        self.normalization: tuple[float, float] = normalization
+        self.device = select_device(device)
         # Convolutions run about twice as fast on a CPU with the channels stored last.
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
-        self.normalization = normalization or MNIST_NORMALIZATION
+        self.model = (
+            copy.deepcopy(network).to(self.device).to(memory_format=torch.channels_last)
+        )
+        self.model.eval()
 
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
-        """Return the (N, 10) softmax probabilities for a normalised batch (N, 1, 28, 28)."""
-        return self.model(batch.to(self.device)).float().softmax(1).cpu().numpy()
+        """Return the (N, 10) softmax probabilities of a normalised batch.
+
+        The batch has shape (N, 1, 28, 28).
+        """
+        logits = self.model(batch.to(self.device))
+        probabilities: np.ndarray = logits.float().softmax(1).cpu().numpy()
+        return probabilities
 
     def predict_batch(self, batch: torch.Tensor) -> list[Prediction]:
-        """Return one Prediction per image of a normalised batch (N, 1, 28, 28); NaN outputs raise ModelOutputError."""
-        return [as_prediction(p) for p in self.probabilities(batch)]
+        """Return a Prediction per image of a normalised batch (N, 1, 28, 28).
+
+        NaN outputs raise ModelOutputError.
+        """
+        return [as_prediction(row) for row in self.probabilities(batch)]
 
     def preprocess(self, image: ImageSource) -> torch.Tensor:
-        """Return the picture preprocessed with this model's normalisation, shape (1, 1, 28, 28)."""
+        """Return the picture made MNIST-like, a (1, 1, 28, 28) batch.
+
+        It is normalised with this model's normalisation.
+        """
         return preprocess_image(image, self.normalization)
 
     def predict(self, image: ImageSource) -> Prediction:
@@ -556,53 +683,85 @@ class Predictor:
     def predict_many(
         self, images: Iterable[ImageSource], batch_size: int = 256
     ) -> list[Prediction]:
-        """Return the predictions for many pictures, run through the model in batches; a bad picture raises."""
-        predictions: list[Prediction] = []
-        pending: list[torch.Tensor] = []
-        for image in images:
-            pending.append(self.preprocess(image))
-            if len(pending) == batch_size:
-                predictions += self.predict_batch(torch.cat(pending))
-                pending = []
-        if pending:
-            predictions += self.predict_batch(torch.cat(pending))
+        """Return the predictions for many pictures, in batches.
+
+        A bad picture raises its error.
+        """
+        predictions = []
+        for outcome in self.outcomes(images, batch_size):
+            if isinstance(outcome, MnistTutorialError):
+                raise outcome
+            predictions.append(outcome)
         return predictions
 
     def predict_files(
         self, paths: Iterable[str | os.PathLike[str]], batch_size: int = 256
     ) -> list[FileResult]:
-        """Return one FileResult per file, in order; a file that fails carries its error and the others go on."""
-        results: list[FileResult | None] = []
-        pending: list[tuple[int, Path, torch.Tensor]] = []
+        """Return a FileResult per file, in order.
 
-        def flush() -> None:
-            rows = self.probabilities(torch.cat([tensor for _, _, tensor in pending]))
-            for (index, path, _), row in zip(pending, rows):
-                try:
-                    results[index] = FileResult(path, as_prediction(row))
-                except ModelOutputError as error:
-                    results[index] = FileResult(path, error=f"{path}: {error}")
-            pending.clear()
+        A file that fails carries its error; the others go on.
+        """
+        files = [Path(path) for path in paths]
+        return [
+            FileResult(path, outcome)
+            if isinstance(outcome, Prediction)
+            else FileResult(path, error=_file_error(path, outcome))
+            for path, outcome in zip(
+                files, self.outcomes(files, batch_size), strict=True
+            )
+        ]
 
-        for path in map(Path, paths):
-            results.append(None)
+    def outcomes(
+        self, images: Iterable[ImageSource], batch_size: int = 256
+    ) -> Iterator[Prediction | InvalidImageError | ModelOutputError]:
+        """Yield each picture's Prediction, or the error that stopped it, in order.
+
+        The pictures that could be read go through the model in batches of
+        ``batch_size``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        pending: list[torch.Tensor | InvalidImageError] = []
+        for image in images:
             try:
-                pending.append((len(results) - 1, path, self.preprocess(path)))
+                pending.append(self.preprocess(image))
             except InvalidImageError as error:
-                results[-1] = FileResult(path, error=str(error))
+                pending.append(error)
             if len(pending) == batch_size:
-                flush()
-        if pending:
-            flush()
-        return [result for result in results if result is not None]
+                yield from self._answer(pending)
+                pending = []
+        yield from self._answer(pending)
+
+    def _answer(
+        self, pending: list[torch.Tensor | InvalidImageError]
+    ) -> Iterator[Prediction | InvalidImageError | ModelOutputError]:
+        """Yield the outcome of each pending picture: one model call for all tensors."""
+        tensors = [item for item in pending if isinstance(item, torch.Tensor)]
+        rows = iter(self.probabilities(torch.cat(tensors)) if tensors else ())
+        for item in pending:
+            if isinstance(item, InvalidImageError):
+                yield item
+                continue
+            try:
+                yield as_prediction(next(rows))
+            except ModelOutputError as error:
+                yield error
+
+
+def _file_error(path: Path, error: MnistTutorialError) -> str:
+    """Return a file's one-line error; messages about the model gain the file's path."""
+    return str(error) if isinstance(error, InvalidImageError) else f"{path}: {error}"
 
 
 def as_prediction(probabilities: np.ndarray) -> Prediction:
-    """Return the Prediction of ten probabilities; NaN or infinite ones raise ModelOutputError (they are no answer)."""
+    """Return the Prediction of ten probabilities.
+
+    NaN or infinite ones raise ModelOutputError: they are no answer.
+    """
     if not np.isfinite(probabilities).all():
         raise ModelOutputError(
-            "the model gave NaN or infinite outputs, so no digit; its weights or normalisation "
-            "are broken, re-train it"
+            "the model gave NaN or infinite outputs, so no digit; "
+            "its weights or normalisation are broken, re-train it"
         )
     return Prediction(
         int(probabilities.argmax()), float(probabilities.max()), probabilities
@@ -616,7 +775,10 @@ def default_predictor() -> Predictor:
 
 
 def as_predictor(model: Predictor | Checkpoint | nn.Module | None) -> Predictor:
-    """Return a Predictor for a model, a checkpoint, a Predictor, or None (the shipped pretrained model)."""
+    """Return a Predictor for a model, a checkpoint, a Predictor, or None.
+
+    None means the shipped pretrained model.
+    """
     if model is None:
         return default_predictor()
     if isinstance(model, Predictor):
@@ -627,7 +789,10 @@ def as_predictor(model: Predictor | Checkpoint | nn.Module | None) -> Predictor:
 def predict_image(
     image: ImageSource, model: Predictor | Checkpoint | nn.Module | None = None
 ) -> Prediction:
-    """Return the predicted digit, its confidence and the ten probabilities for one picture (chapter 5)."""
+    """Return the prediction for one picture (chapter 5).
+
+    It holds the predicted digit, its confidence and the ten probabilities.
+    """
     return as_predictor(model).predict(image)
 
 
@@ -637,12 +802,18 @@ def predict_images(
     *,
     batch_size: int = 256,
 ) -> list[Prediction]:
-    """Return the predictions for many pictures, batched through the model; a bad picture raises (chapter 5)."""
+    """Return the predictions for many pictures, batched through the model (chapter 5).
+
+    A bad picture raises its error.
+    """
     return as_predictor(model).predict_many(images, batch_size)
 
 
 def image_extensions() -> frozenset[str]:
-    """Return the file extensions (lower case, with the dot) of the formats Pillow can open."""
+    """Return the file extensions of the formats Pillow can open.
+
+    They are in lower case, with the dot.
+    """
     Image.init()
     return frozenset(
         extension
@@ -652,9 +823,10 @@ def image_extensions() -> frozenset[str]:
 
 
 def image_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """Return the image files under a folder and its subfolders, sorted, hidden files skipped (chapter 5).
+    """Return the image files under a folder and its subfolders, sorted (chapter 5).
 
-    Subfolders that cannot be listed are left out; ``find_image_files`` reports them.
+    Hidden files are skipped. Subfolders that cannot be listed are left out;
+    ``find_image_files`` reports them.
     """
     return find_image_files(folder)[0]
 
@@ -662,7 +834,10 @@ def image_files(folder: str | os.PathLike[str]) -> list[Path]:
 def find_image_files(
     folder: str | os.PathLike[str],
 ) -> tuple[list[Path], list[FileResult]]:
-    """Return the image files under a folder (sorted, hidden ones skipped) and a failed result per unlistable subfolder."""
+    """Return a folder's image files and a failed result per unlistable subfolder.
+
+    The files are sorted; hidden ones are skipped.
+    """
     root = Path(folder)
     if not _is_folder(root):
         raise InvalidImageError(f"{root} is not a folder; pass a folder of pictures")
@@ -690,7 +865,10 @@ def find_image_files(
 
 
 def _is_folder(path: Path) -> bool:
-    """Return True when the path is a folder; a path that cannot be reached is not one (its use reports why)."""
+    """Return True when the path is a folder.
+
+    A path that cannot be reached is not one (its use reports why).
+    """
     try:
         return stat.S_ISDIR(path.stat().st_mode)
     except OSError:
@@ -700,7 +878,10 @@ def _is_folder(path: Path) -> bool:
 def expand_paths(
     paths: Iterable[str | os.PathLike[str]],
 ) -> tuple[list[Path], list[FileResult]]:
-    """Return the files to read for paths of files and folders (walked), and a failed result per unlistable folder."""
+    """Return the files to read, and a failed result per folder that cannot be listed.
+
+    The paths are of files and of folders, which are walked.
+    """
     files: list[Path] = []
     failed: list[FileResult] = []
     for path in map(Path, paths):
@@ -719,7 +900,10 @@ def predict_folder(
     *,
     batch_size: int = 256,
 ) -> list[FileResult]:
-    """Return one FileResult per image file under the folder, then one per subfolder that cannot be listed (chapter 5)."""
+    """Return one FileResult per image file under the folder (chapter 5).
+
+    They are followed by one per subfolder that cannot be listed.
+    """
     files, failed = find_image_files(folder)
     return as_predictor(model).predict_files(files, batch_size) + failed
 
@@ -734,14 +918,15 @@ CSV_COLUMNS = [
 
 
 def write_csv(results: Sequence[FileResult], path: str | os.PathLike[str]) -> Path:
-    """Return the path of a new CSV file with one row per result; an existing file is never written over (chapter 5).
+    """Return the path of a new CSV file with one row per result (chapter 5).
 
-    A text cell that a spreadsheet would run as a formula (it starts with =, +, -, @, a tab or a
-    carriage return) is written with a leading apostrophe.
+    An existing file is never written over. A text cell that a spreadsheet would run as
+    a formula (it starts with =, +, -, @, a tab or a carriage return) is written with a
+    leading apostrophe.
     """
     path = Path(path)
     try:
-        handle = open(path, "x", newline="", encoding="utf-8")
+        handle = path.open("x", newline="", encoding="utf-8")
     except FileExistsError:
         raise FileExistsError(
             f"{path} already exists; choose another name or delete it first"
@@ -775,5 +960,8 @@ def write_csv(results: Sequence[FileResult], path: str | os.PathLike[str]) -> Pa
 
 
 def inert_cell(text: str) -> str:
-    """Return a CSV cell's text with a leading apostrophe when a spreadsheet would read it as a formula."""
+    """Return a CSV cell's text, safe to open in a spreadsheet.
+
+    A leading apostrophe is added when a spreadsheet would read it as a formula.
+    """
     return f"'{text}" if text.startswith(FORMULA_STARTS) else text

@@ -1,10 +1,12 @@
-"""Chapter 5's widgets: upload your own pictures, or draw a digit, and see what the model reads."""
+"""Chapter 5's widgets: upload pictures or draw a digit and see what the model reads."""
 
 from __future__ import annotations
 
 import html
 import io
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -20,10 +22,12 @@ from .predict import (
     preprocess_image,
 )
 
-#: Shown pictures fit this many pixels; the 28x28 input is enlarged by PREVIEW_ZOOM without smoothing.
+#: Shown pictures fit this many pixels;
+#: the 28x28 input is enlarged by PREVIEW_ZOOM without smoothing.
 THUMBNAIL_SIDE = 140
 PREVIEW_ZOOM = 4
-#: While the pen moves, predict at most this often (seconds); lifting the pen always predicts.
+#: While the pen moves, predict at most this often (seconds);
+#: lifting the pen always predicts.
 LIVE_INTERVAL_S = 0.15
 
 
@@ -35,14 +39,20 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 def thumbnail_png(content: bytes) -> bytes:
-    """Return a picture's file content as a PNG at most THUMBNAIL_SIDE pixels on a side, upright."""
+    """Return a picture's file content as an upright PNG thumbnail.
+
+    It is at most THUMBNAIL_SIDE pixels on a side.
+    """
     image = open_image(content)
     image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
     return png_bytes(image.convert("RGBA"))
 
 
 def preview_png(centred: np.ndarray) -> bytes:
-    """Return a 28x28 uint8 digit enlarged PREVIEW_ZOOM times, blocky, dark ink on light, as PNG (chapter 5)."""
+    """Return a 28x28 uint8 digit as a PNG, enlarged PREVIEW_ZOOM times (chapter 5).
+
+    It is blocky, without smoothing, and drawn dark ink on light.
+    """
     side = centred.shape[0] * PREVIEW_ZOOM
     # MNIST stores ink as 255; the book draws every digit dark on light paper.
     paper = Image.fromarray(255 - centred)
@@ -50,7 +60,10 @@ def preview_png(centred: np.ndarray) -> bytes:
 
 
 class ProbabilityBars(widgets.VBox):
-    """A bar chart of the ten probabilities, one bar per digit, the predicted one highlighted (chapter 5)."""
+    """A bar chart of the ten probabilities, one bar per digit (chapter 5).
+
+    The predicted digit's bar is highlighted.
+    """
 
     def __init__(self) -> None:
         self.bars = [
@@ -66,7 +79,7 @@ class ProbabilityBars(widgets.VBox):
         self.percentages = [widgets.Label("") for _ in range(10)]
         rows = [
             widgets.HBox([bar, label])
-            for bar, label in zip(self.bars, self.percentages)
+            for bar, label in zip(self.bars, self.percentages, strict=True)
         ]
         super().__init__([widgets.HTML("<b>probability of each digit</b>"), *rows])
 
@@ -75,7 +88,9 @@ class ProbabilityBars(widgets.VBox):
         probabilities = (
             prediction.probabilities if prediction is not None else np.zeros(10)
         )
-        for digit, (bar, label) in enumerate(zip(self.bars, self.percentages)):
+        for digit, (bar, label) in enumerate(
+            zip(self.bars, self.percentages, strict=True)
+        ):
             bar.value = float(probabilities[digit])
             bar.bar_style = (
                 "success"
@@ -88,7 +103,10 @@ class ProbabilityBars(widgets.VBox):
 
 
 class UploadPredictor(widgets.VBox):
-    """Upload pictures; each is shown with its 28x28 MNIST-style form and the ten probabilities (chapter 5)."""
+    """Upload pictures and see what the model reads in each (chapter 5).
+
+    Each is shown with its 28x28 MNIST-style form and the ten probabilities.
+    """
 
     def __init__(self, predictor: Predictor | None = None) -> None:
         self.predictor = predictor or default_predictor()
@@ -99,7 +117,7 @@ class UploadPredictor(widgets.VBox):
         super().__init__([self.upload, self.results])
         self.upload.observe(self.show_uploads, names="value")
 
-    def show_uploads(self, change: dict) -> None:
+    def show_uploads(self, change: Mapping[str, Any]) -> None:
         """Replace the results with one row per uploaded file."""
         self.results.children = [
             self.result_row(file["name"], bytes(file["content"]))
@@ -107,7 +125,10 @@ class UploadPredictor(widgets.VBox):
         ]
 
     def result_row(self, name: str, content: bytes) -> widgets.Widget:
-        """Return one file's row: picture, what the model sees and the probabilities, or why it failed."""
+        """Return one file's row of results, or of why it failed.
+
+        The results are the picture, what the model sees and the probabilities.
+        """
         title = f"<b>{html.escape(name)}</b>"
         try:
             steps = preprocess_image(
@@ -122,7 +143,8 @@ class UploadPredictor(widgets.VBox):
         bars = ProbabilityBars()
         bars.show(prediction)
         heading = widgets.HTML(
-            f"{title}: the model reads <b>{prediction.digit}</b> ({prediction.confidence:.1%})"
+            f"{title}: the model reads <b>{prediction.digit}</b> "
+            f"({prediction.confidence:.1%})"
         )
         pictures = widgets.HBox(
             [
@@ -147,7 +169,10 @@ class UploadPredictor(widgets.VBox):
 
 
 class DrawingPad(widgets.VBox):
-    """Draw a digit with the mouse; the prediction follows as you draw; Clear starts again (chapter 5)."""
+    """Draw a digit with the mouse; the prediction follows as you draw (chapter 5).
+
+    Clear starts again.
+    """
 
     def __init__(
         self,
@@ -161,7 +186,8 @@ class DrawingPad(widgets.VBox):
         self.canvas = Canvas(
             width=side, height=side, layout=widgets.Layout(border="1px solid #999")
         )
-        # The canvas's pixels live in the browser; this copy of the strokes is what gets predicted.
+        # The canvas's pixels live in the browser;
+        # this copy of the strokes is what gets predicted.
         self.drawing = Image.new("L", (side, side), 0)
         self.pen: tuple[float, float] | None = None
         self.last_prediction_time = 0.0
@@ -216,7 +242,10 @@ class DrawingPad(widgets.VBox):
         self.update_prediction()
 
     def stroke_to(self, x: float, y: float) -> None:
-        """Draw a round-ended line from the pen to (x, y), on the canvas and on the copy, and move the pen there."""
+        """Draw a round-ended line from the pen to (x, y), and move the pen there.
+
+        The line is drawn on the canvas and on the copy.
+        """
         start = self.pen or (x, y)
         self.canvas.stroke_line(start[0], start[1], x, y)
         radius = self.pen_width / 2
@@ -226,7 +255,10 @@ class DrawingPad(widgets.VBox):
         self.pen = (x, y)
 
     def draw_stroke(self, points: list[tuple[float, float]]) -> None:
-        """Draw one stroke through canvas points, as the mouse would (for demonstrations and tests)."""
+        """Draw one stroke through canvas points, as the mouse would.
+
+        For demonstrations and tests.
+        """
         first, *rest = points
         self.pen_down(*first)
         for point in rest:
@@ -234,7 +266,7 @@ class DrawingPad(widgets.VBox):
         self.pen_up(*points[-1])
 
     def update_prediction(self) -> None:
-        """Predict the drawing and show the digit, the 28x28 input and the probabilities."""
+        """Predict the drawing and show the digit, 28x28 input and probabilities."""
         self.last_prediction_time = time.monotonic()
         try:
             steps = preprocess_image(
@@ -264,7 +296,10 @@ class DrawingPad(widgets.VBox):
         self.show_empty()
 
     def redraw(self) -> None:
-        """Paint the canvas from the copy: white paper, black ink (a browser that connects starts blank)."""
+        """Paint the canvas from the copy: white paper, black ink.
+
+        A browser that connects starts blank.
+        """
         paper = 255 - np.asarray(self.drawing)
         self.canvas.put_image_data(np.dstack([paper, paper, paper]), 0, 0)
         self.canvas.stroke_style = "black"

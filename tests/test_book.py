@@ -58,7 +58,7 @@ def test_toc_lists_the_chapters_in_order() -> None:
     chapters, reference = toc["parts"]
     assert chapters["numbered"] is True and not reference.get("numbered")
     listed = [entry["file"] for part in toc["parts"] for entry in part["chapters"]]
-    assert [toc["root"]] + listed == PAGES
+    assert [toc["root"], *listed] == PAGES
     for page in PAGES:
         assert source_of(page)
 
@@ -96,6 +96,7 @@ def test_stored_outputs_are_clean(notebook: Path) -> None:
             )
 
 
+@pytest.mark.slow  # builds the whole book
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_is_built_with_its_figures(built_html: Path, page: str) -> None:
     html_file = built_html / f"{page}.html"
@@ -111,6 +112,7 @@ def test_every_page_is_built_with_its_figures(built_html: Path, page: str) -> No
     assert "<h1>" in html
 
 
+@pytest.mark.slow  # builds the whole book
 def test_book_has_a_landing_page(built_html: Path) -> None:
     assert (built_html / "index.html").is_file()
     assert (
@@ -167,7 +169,8 @@ def test_test_scaffolding_stays_out_of_the_readers_way(page: str) -> None:
         else:
             shown = [node for node in statements(cell) if isinstance(node, ast.Assert)]
             assert not shown, (
-                f"cell {index}: a reader sees an assert; move it to a cell tagged remove-cell"
+                f"cell {index}: a reader sees an assert; move it to a cell tagged "
+                "remove-cell"
             )
 
 
@@ -175,15 +178,18 @@ def test_test_scaffolding_stays_out_of_the_readers_way(page: str) -> None:
 def test_every_ignored_output_is_asserted(page: str) -> None:
     """nbval does not compare these outputs, so a hidden cell right after must check what matters."""
     code = [cell for cell in cells_of(page) if cell["cell_type"] == "code"]
-    for ignored, following in zip(code, code[1:] + [None]):
+    for ignored, following in zip(code, [*code[1:], None], strict=True):
         if "nbval-ignore-output" in tags(ignored) and "hide-cell" not in tags(ignored):
             assert following is not None and "remove-cell" in tags(following), (
-                f"{source(ignored)[:60]!r}: its output is ignored and no hidden assert cell follows"
+                f"{source(ignored)[:60]!r}: its output is ignored and no hidden assert "
+                "cell follows"
             )
             assert any(isinstance(node, ast.Assert) for node in statements(following))
 
 
-@pytest.mark.parametrize(("page", "short"), list(zip(CHAPTERS, SHORT_NAMES)))
+@pytest.mark.parametrize(
+    ("page", "short"), list(zip(CHAPTERS, SHORT_NAMES, strict=True))
+)
 def test_chapters_close_with_summary_questions_and_executed_exercises(
     page: str, short: str
 ) -> None:

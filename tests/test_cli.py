@@ -1,8 +1,16 @@
-"""Tests of the command line, run as a reader would: ``python -m mnist_tutorial ...``."""
+"""Tests of the command line: its names, its help, its one-line errors (library
+arguments said as flags), and train / evaluate / download run in-process on the
+synthetic MNIST.
+
+The slow tests run it as a reader would, in a subprocess: the installed console script
+and ``python -m mnist_tutorial`` on the real MNIST.
+"""
 
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_tutorial.cli import main
+import mnist_tutorial.cli as cli
+import mnist_tutorial.data as data
+from mnist_tutorial.cli import as_flags, main, program_name
+
+MODULE = "python -m mnist_tutorial"
+SCRIPT = "mnist-tutorial"
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -23,14 +36,120 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     )
 
 
-@pytest.mark.parametrize("command", [[], ["download"], ["train"], ["evaluate"]])
-def test_help_for_every_command(
-    command: list[str], capsys: pytest.CaptureFixture[str]
+@pytest.fixture()
+def synthetic_cli(
+    synthetic_mnist: data.MnistData, monkeypatch: pytest.MonkeyPatch
+) -> list[object]:
+    """The command line on the synthetic MNIST, whatever --data says; the list records
+    data root it was asked to load."""
+    loads: list[object] = []
+
+    def load(root: object = None) -> data.MnistData:
+        loads.append(root)
+        return synthetic_mnist
+
+    monkeypatch.setattr(cli, "load_mnist", load)
+    return loads
+
+
+def train_args(out: Path, root: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--model",
+        "mlp",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--no-augment",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--data",
+        str(root),
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], *fragments: str) -> str:
+    """Return the stderr of a failed command: one line, no traceback, every fragment."""
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error, error
+    for fragment in fragments:
+        assert fragment in error, error
+    return error
+
+
+# --- its name and its help ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["download"], ["train"], ["evaluate"], ["predict"], ["export-onnx"]],
+)
+@pytest.mark.parametrize("prog", [None, SCRIPT, MODULE])
+def test_help_for_every_command_names_the_program(
+    command: list[str], prog: str | None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exited:
-        main([*command, "--help"])
+        main([*command, "--help"], prog=prog)
     assert exited.value.code == 0
-    assert "usage: python -m mnist_tutorial" in capsys.readouterr().out
+    # Under pytest, sys.argv[0] is not the console script: the module form.
+    assert capsys.readouterr().out.startswith(
+        f"usage: {prog or MODULE}{' ' + command[0] if command else ''}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv0", "name"),
+    [
+        ("/usr/bin/mnist-tutorial", SCRIPT),
+        ("/work/.venv/bin/mnist-tutorial", SCRIPT),
+        ("mnist-tutorial", SCRIPT),
+        ("mnist-tutorial.exe", SCRIPT),
+        ("/work/mnist_tutorial/__main__.py", MODULE),
+        ("/work/.venv/bin/pytest", MODULE),
+        ("-c", MODULE),
+        ("", MODULE),
+    ],
+)
+def test_program_name_is_the_name_it_was_called_by(argv0: str, name: str) -> None:
+    assert program_name(argv0) == name
+
+
+def test_main_takes_its_name_from_how_it_was_called(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/mnist-tutorial", "--help"])
+    with pytest.raises(SystemExit):
+        main()
+    assert capsys.readouterr().out.startswith("usage: mnist-tutorial ")
+    monkeypatch.setattr(sys, "argv", ["/x/mnist_tutorial/__main__.py", "fly"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        "python -m mnist_tutorial: error: argument COMMAND: invalid choice: 'fly'"
+    )
+
+
+@pytest.mark.slow
+def test_the_installed_console_script_runs() -> None:
+    script = shutil.which(SCRIPT, path=str(Path(sys.executable).parent))
+    assert script is not None, (
+        f"the console script {SCRIPT} is not installed beside {sys.executable}; pip "
+        "install -e . makes it"
+    )
+    result = subprocess.run(
+        [script, "--help"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: {SCRIPT} ")
+
+
+# --- misuse: one line, exit code 2, flags not arguments -------------------------------
 
 
 @pytest.mark.parametrize(
@@ -43,7 +162,12 @@ def test_help_for_every_command(
         ),
         (["train", "--epochs", "0"], "epochs must be at least 1, got 0"),
         (["train", "--model", "resnet"], "argument --model: invalid choice: 'resnet'"),
-        (["evaluate", "missing.pt"], "no checkpoint at missing.pt; train one with"),
+        (["train", "--save-every", "0"], "argument --save-every: must be at least 1"),
+        (
+            ["evaluate", "missing.pt"],
+            "no checkpoint at missing.pt; check the path, or train a model and save it "
+            "there",
+        ),
         (["fly"], "argument COMMAND: invalid choice: 'fly'"),
     ],
 )
@@ -54,27 +178,201 @@ def test_misuse_is_one_line_and_exit_code_2(
         code = main(args)
         raise SystemExit(code)
     assert exited.value.code == 2
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and message in error and "Traceback" not in error
+    one_line_error(capsys, message)
 
 
-def test_evaluate_a_damaged_checkpoint_is_one_line(tmp_path: Path) -> None:
-    damaged = tmp_path / "damaged.pt"
-    damaged.write_bytes(b"PK\x03\x04 not really a zip")
-    result = run("evaluate", str(damaged))
-    assert result.returncode == 2
-    assert (
-        result.stderr.count("\n") == 1
-        and "is truncated or corrupt (File is not a zip file)" in result.stderr
+@pytest.mark.parametrize(
+    ("message", "flags"),
+    [
+        (
+            "device='cuda' was asked for but this machine has no accelerator; use "
+            "device='auto' or device='cpu'",
+            "--device cuda was asked for but this machine has no accelerator; use "
+            "--device auto or --device cpu",
+        ),
+        (
+            "this checkpoint was trained without a moving average; resume with "
+            "ema_decay=None",
+            "this checkpoint was trained without a moving average; resume with "
+            "--ema-decay none",
+        ),
+        (
+            "this checkpoint holds no training state (saved with training_state=None), "
+            "so training cannot resume from it; start a new run (resume=None)",
+            "this checkpoint holds no training state (saved with --no-resumable), so "
+            "training cannot resume from it; start a new run (no --resume)",
+        ),
+        ("use augment=True", "use --augment"),
+        ("use augment=False", "use --no-augment"),
+        ("set lr=0.003 and batch_size=64", "set --lr 0.003 and --batch-size 64"),
+        (
+            "batch_size must be at least 2, got 1",
+            "batch_size must be at least 2, got 1",
+        ),
+        (
+            "pass normalization=(mean, std) as it was trained with",
+            "pass normalization=(mean, std) as it was trained with",
+        ),
+    ],
+)
+def test_as_flags_says_library_arguments_as_flags(message: str, flags: str) -> None:
+    assert as_flags(message) == flags
+
+
+def test_a_path_that_holds_name_equals_value_is_left_as_it_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["evaluate", "runs/lr=0.01.pt"]) == 2
+    one_line_error(capsys, "no checkpoint at runs/lr=0.01.pt; check the path")
+    assert as_flags("no checkpoint at seed=1.pt; check the path") == (
+        "no checkpoint at seed=1.pt; check the path"
     )
 
 
-def test_download_when_the_files_are_there() -> None:
+def test_an_unknown_device_on_this_machine_is_said_in_flags(
+    tmp_path: Path,
+    synthetic_cli: list[object],
+    no_accelerator: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "model.pt"
+    args = train_args(out, tmp_path)
+    args[args.index("--device") + 1] = "cuda"
+    assert main(args) == 2
+    error = one_line_error(
+        capsys,
+        "python -m mnist_tutorial train: error: --device cuda was asked for but this "
+        "machine has no accelerator",
+        "--device auto",
+        "--device cpu",
+    )
+    assert "device='" not in error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_a_damaged_checkpoint_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["evaluate", str(damaged)]) == 2
+    one_line_error(capsys, "is truncated or corrupt (File is not a zip file)")
+
+
+def test_train_refuses_a_folder_as_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path)]) == 2
+    one_line_error(capsys, "is a folder; give a file name")
+
+
+# --- download, train and evaluate on the synthetic MNIST ------------------------------
+
+
+def test_download_when_the_files_are_there(
+    synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["download", "--data", str(synthetic_root), "--no-npm"]) == 0
+    assert capsys.readouterr().out == (
+        f"MNIST is already in {data.raw_folder(synthetic_root)}: the four files are "
+        "present and verified\n"
+    )
+
+
+def test_train_then_evaluate(
+    tmp_path: Path, synthetic_cli: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mlp.pt"
+    args = train_args(out, tmp_path / "data")
+    assert main(args, prog=SCRIPT) == 0
+    assert synthetic_cli == [tmp_path / "data"]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("mlp: ") and lines[0].endswith(" parameters")
+    assert any(line.startswith("epoch  1/1  train loss") for line in lines)
+    test_line = next(line for line in lines if line.startswith("test accuracy"))
+    assert test_line.endswith("errors in 100)")
+    accuracy = float(test_line.split()[2].rstrip("%")) / 100
+    assert lines[-1] == f"saved {out} and its model card {out.with_suffix('.json')}"
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["architecture"]["name"] == "mlp" and card["epochs_run"] == 1
+    assert card["test_accuracy"] == pytest.approx(accuracy, abs=5e-5)
+    # The card's command is the program and the arguments, as they were given.
+    assert card["command"] == f"{SCRIPT} {shlex.join(args)}"
+    checkpoint = torch.load(out, weights_only=True)
+    assert checkpoint["metrics"]["test_accuracy"] == card["test_accuracy"]
+    assert checkpoint["training_state"] is not None  # --resumable is the default
+
+    synthetic_cli.clear()
+    assert main(["evaluate", str(out), "--data", str(tmp_path / "data")]) == 0
+    assert synthetic_cli == [tmp_path / "data"]
+    evaluated = capsys.readouterr().out
+    assert evaluated.startswith(f"{out} on the test split (100 images)\n")
+    assert f"accuracy {accuracy:.2%}" in evaluated
+    assert "macro avg" in evaluated
+    assert "top confusions (true -> predicted: times)" in evaluated
+    assert main(["evaluate", str(out), "--split", "validation"]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"{out} on the validation split (100 images)\n"
+    )
+
+
+def test_the_model_card_command_of_the_module_form(
+    tmp_path: Path, synthetic_cli: list[object]
+) -> None:
+    out = tmp_path / "mlp.pt"
+    args = train_args(out, tmp_path, "--lr", "0.003")
+    assert main(args) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["command"] == f"{MODULE} {shlex.join(args)}"
+
+
+def test_no_resumable_writes_a_smaller_checkpoint_that_refuses_to_resume(
+    tmp_path: Path, synthetic_cli: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    resumable, inference_only = tmp_path / "resumable.pt", tmp_path / "inference.pt"
+    for out, flag in [(resumable, "--resumable"), (inference_only, "--no-resumable")]:
+        assert main(train_args(out, tmp_path, flag)) == 0
+    assert torch.load(resumable, weights_only=True)["training_state"] is not None
+    assert torch.load(inference_only, weights_only=True)["training_state"] is None
+    assert inference_only.stat().st_size < resumable.stat().st_size / 2
+    capsys.readouterr()
+    synthetic_cli.clear()
+    more = tmp_path / "more.pt"
+    assert (
+        main(
+            [
+                "train",
+                "--epochs",
+                "2",
+                "--resume",
+                str(inference_only),
+                "--out",
+                str(more),
+            ]
+        )
+        == 2
+    )
+    one_line_error(
+        capsys,
+        "python -m mnist_tutorial train: error: this checkpoint holds no training "
+        "state (saved with --no-resumable), so training cannot resume from it; start a "
+        "new run (no --resume)",
+    )
+    assert synthetic_cli == [] and not more.exists()  # refused before loading the data
+
+
+# --- the real MNIST, in a subprocess --------------------------------------------------
+
+
+@pytest.mark.slow
+def test_download_when_the_real_files_are_there(mnist) -> None:
     result = run("download")
     assert result.returncode == 0, result.stderr
+    assert "the four files are present and verified" in result.stdout
 
 
-def test_train_then_evaluate(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_train_then_evaluate_on_mnist(mnist, tmp_path: Path) -> None:
     out = tmp_path / "mlp.pt"
     trained = run(
         "train", "--model", "mlp", "--epochs", "1", "--no-augment", "--out", str(out)
@@ -88,10 +386,8 @@ def test_train_then_evaluate(tmp_path: Path) -> None:
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["architecture"]["name"] == "mlp" and card["epochs_run"] == 1
     assert card["test_accuracy"] == pytest.approx(accuracy, abs=5e-5)
-    assert card["command"].startswith("python -m mnist_tutorial train --model mlp")
-    assert (
-        torch.load(out, weights_only=True)["metrics"]["test_accuracy"]
-        == card["test_accuracy"]
+    assert card["command"] == (
+        f"{MODULE} train --model mlp --epochs 1 --no-augment --out {out}"
     )
 
     evaluated = run("evaluate", str(out))
@@ -101,59 +397,3 @@ def test_train_then_evaluate(tmp_path: Path) -> None:
         "macro avg" in evaluated.stdout
         and "top confusions (true -> predicted: times)" in evaluated.stdout
     )
-
-
-def test_no_resumable_writes_a_smaller_checkpoint_that_refuses_to_resume(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    resumable, inference_only = tmp_path / "resumable.pt", tmp_path / "inference.pt"
-    for out, flag in [(resumable, "--resumable"), (inference_only, "--no-resumable")]:
-        assert (
-            main(
-                [
-                    "train",
-                    "--model",
-                    "mlp",
-                    "--epochs",
-                    "1",
-                    "--no-augment",
-                    flag,
-                    "--out",
-                    str(out),
-                ]
-            )
-            == 0
-        )
-    assert torch.load(resumable, weights_only=True)["training_state"] is not None
-    assert torch.load(inference_only, weights_only=True)["training_state"] is None
-    assert inference_only.stat().st_size < resumable.stat().st_size / 2
-    capsys.readouterr()
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "mlp",
-                "--epochs",
-                "2",
-                "--resume",
-                str(inference_only),
-                "--out",
-                str(tmp_path / "more.pt"),
-            ]
-        )
-        == 2
-    )
-    error = capsys.readouterr().err
-    assert (
-        "holds no optimiser state" in error
-        and "without --resume" in error
-        and len(error.strip().splitlines()) == 1
-    )
-
-
-def test_train_refuses_a_folder_as_output(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["train", "--epochs", "1", "--out", str(tmp_path)]) == 2
-    assert "is a folder; give a file name" in capsys.readouterr().err

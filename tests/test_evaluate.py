@@ -35,7 +35,7 @@ def make_predictions(
     labels: list[int], predicted: list[int], confidence: list[float]
 ) -> Predictions:
     probabilities = np.full((len(labels), 10), 0.0)
-    for row, (guess, sure) in enumerate(zip(predicted, confidence)):
+    for row, (guess, sure) in enumerate(zip(predicted, confidence, strict=True)):
         probabilities[row] = (1 - sure) / 9
         probabilities[row, guess] = sure
     return Predictions(probabilities, np.array(predicted), np.array(labels))
@@ -85,11 +85,12 @@ def test_calibration_error_is_zero_when_confidence_matches_accuracy() -> None:
 
 
 def test_calibration_error_of_overconfidence_by_hand(sample: Predictions) -> None:
-    # Bins of width 1/15: 0.95 (wrong) and 0.99 (right) share the top bin, the rest are alone.
+    # Bins of width 1/15: 0.95 (wrong) and 0.99 (right) share the top bin, the rest are
+    # alone.
     top_bin = 2 * abs(0.5 - (0.95 + 0.99) / 2)
     expected = (abs(1 - 0.9) + abs(1 - 0.8) + 0.6 + 0.7 + top_bin) / 6
     assert expected_calibration_error(sample) == pytest.approx(expected)
-    mean_confidence, mean_accuracy, counts = reliability(sample)
+    _mean_confidence, mean_accuracy, counts = reliability(sample)
     assert counts.sum() == 6 and mean_accuracy.max() == 1
 
 

@@ -1,33 +1,44 @@
-"""The ONNX export that the browser demo runs: same answers as PyTorch, self-contained, clear errors."""
+"""The ONNX export that the browser demo runs: same answers as PyTorch, self-contained,
+written whole or not at all, clear errors.
+
+A real export takes seconds (torch.export traces the model): those tests are slow. The
+fast ones check the wrapper, the refusals and the writing with PyTorch's exporter stood
+in for.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+import mnist_tutorial.files as files
 from mnist_tutorial import build_model, load_pretrained, save_checkpoint
-from mnist_tutorial.cli import Parser
+from mnist_tutorial.checkpoint import CheckpointError
+from mnist_tutorial.cli import build_parser, main
 from mnist_tutorial.data import normalize
 from mnist_tutorial.export import (
     INPUT_NAME,
     OUTPUT_NAME,
     ExportError,
-    add_export_command,
+    PixelsToProbabilities,
     export_onnx,
 )
 from mnist_tutorial.predict import preprocess_image
-from mnist_tutorial.train import CheckpointError
 
-onnx = pytest.importorskip("onnx")
-onnxruntime = pytest.importorskip("onnxruntime")
 SAMPLES = Path(__file__).resolve().parent.parent / "book" / "samples"
+#: What stands at the output path before an export: an older, longer file.
+OLD = b"an older export " * 100_000
 
 
 def pictures() -> np.ndarray:
-    """Return uint8 pictures (N, 1, 28, 28): book samples made to look like MNIST, and random noise."""
+    """Return uint8 pictures (N, 1, 28, 28): book samples made MNIST-like, and noise."""
     samples = [
         preprocess_image(path, keep_steps=True).centred
         for path in sorted(SAMPLES.glob("*.png"))[::10]
@@ -48,21 +59,56 @@ def torch_probabilities(
         )
 
 
+def onnx_module():
+    """Return the onnx package (imported only by the slow tests: it takes a second)."""
+    return pytest.importorskip("onnx")
+
+
 def onnx_probabilities(path: Path, batch: np.ndarray) -> np.ndarray:
     """Return onnxruntime's probabilities for uint8 pictures."""
+    onnxruntime = pytest.importorskip("onnxruntime")
     session = onnxruntime.InferenceSession(
         str(path), providers=["CPUExecutionProvider"]
     )
     return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
 
+def others(folder: Path, keep: str) -> list[str]:
+    """The names in a folder besides ``keep``: temporary files an export left behind."""
+    return sorted(path.name for path in folder.iterdir() if path.name != keep)
+
+
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped model exported once."""
-    return export_onnx(None, tmp_path_factory.mktemp("onnx") / "nested" / "cnn.onnx")
+    """The shipped model exported once, over an older file."""
+    out = tmp_path_factory.mktemp("onnx") / "cnn.onnx"
+    out.write_bytes(OLD)
+    return export_onnx(None, out)
 
 
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory: pytest.TempPathFactory):
+    """A small cnn saved with its own normalisation and exported by the command line.
+
+    Returns the checkpoint, the model, its normalisation, the ONNX file and what the
+    command printed.
+    """
+    folder = tmp_path_factory.mktemp("odd")
+    torch.manual_seed(0)
+    model = build_model("cnn", widths=(8, 16, 16)).eval()
+    normalization = (0.5, 0.25)
+    checkpoint = save_checkpoint(folder / "odd.pt", model, normalization=normalization)
+    out = folder / "site" / "odd.onnx"  # a folder that does not exist yet
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["export-onnx", "--checkpoint", str(checkpoint), "--out", str(out)])
+    assert code == 0
+    return checkpoint, model, normalization, out, printed.getvalue()
+
+
+@pytest.mark.slow
 def test_export_reads_uint8_pictures_and_returns_probabilities(shipped: Path) -> None:
+    onnx = onnx_module()
     model = onnx.load(shipped)
     onnx.checker.check_model(model)
     (graph_input,) = model.graph.input
@@ -78,8 +124,20 @@ def test_export_reads_uint8_pictures_and_returns_probabilities(shipped: Path) ->
         metadata["architecture"] == load_pretrained().architecture["name"]
         and metadata["source"] == "pretrained"
     )
+    assert metadata["normalization"] == "{:.6f},{:.6f}".format(
+        *load_pretrained().normalization
+    )
 
 
+@pytest.mark.slow
+def test_export_replaces_an_existing_file_whole(shipped: Path) -> None:
+    content = shipped.read_bytes()
+    assert OLD[:20] not in content and not content.endswith(OLD[-20:])
+    assert onnx_module().load_from_string(content).graph.input[0].name == INPUT_NAME
+    assert others(shipped.parent, shipped.name) == []  # no .part file left
+
+
+@pytest.mark.slow
 def test_export_gives_pytorchs_answers(shipped: Path) -> None:
     checkpoint = load_pretrained()
     batch = pictures()
@@ -91,26 +149,116 @@ def test_export_gives_pytorchs_answers(shipped: Path) -> None:
     np.testing.assert_allclose(actual.sum(1), 1.0, atol=1e-5)
 
 
-def test_export_uses_the_checkpoints_own_normalisation(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = build_model("cnn").eval()
-    normalization = (0.5, 0.25)
-    checkpoint = save_checkpoint(
-        tmp_path / "odd.pt", model, normalization=normalization
+@pytest.mark.slow
+def test_the_command_exports_and_reports(odd) -> None:
+    _, _, _, out, printed = odd
+    assert out.is_file() and others(out.parent, out.name) == []
+    assert printed.startswith(f"wrote {out} (")
+    assert printed.rstrip().endswith(
+        f"MB): {INPUT_NAME} uint8 (batch, 1, 28, 28) -> {OUTPUT_NAME} (batch, 10)"
     )
-    path = export_onnx(checkpoint, tmp_path / "odd.onnx")
+
+
+@pytest.mark.slow
+def test_export_uses_the_checkpoints_own_normalisation(odd) -> None:
+    _, model, normalization, out, _ = odd
     batch = pictures()
     np.testing.assert_allclose(
-        onnx_probabilities(path, batch),
+        onnx_probabilities(out, batch),
         torch_probabilities(model, normalization, batch),
         atol=1e-5,
     )
-    # The shipped model's normalisation would give other answers: the check above can fail.
+    # The shipped model's normalisation would give other answers: the check above can
+    # fail.
     assert not np.allclose(
         torch_probabilities(model, (0.1307, 0.3081), batch),
         torch_probabilities(model, normalization, batch),
         atol=1e-5,
     )
+    metadata = {
+        entry.key: entry.value for entry in onnx_module().load(out).metadata_props
+    }
+    assert metadata["source"] == "odd.pt" and metadata["normalization"] == (
+        "0.500000,0.250000"
+    )
+
+
+def test_pixels_to_probabilities_folds_in_the_normalisation() -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp").eval()
+    batch = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    wrapped = PixelsToProbabilities(model, (0.5, 0.25)).eval()
+    with torch.no_grad():
+        expected = model(normalize(batch[:, 0], 0.5, 0.25)).softmax(1)
+        torch.testing.assert_close(wrapped(batch), expected)
+
+
+@pytest.mark.slow
+def test_a_failed_write_leaves_the_older_file_whole(
+    odd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint, _, _, out, _ = odd
+    before = out.read_bytes()
+
+    def disk_full(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export_onnx(checkpoint, out)
+    assert out.read_bytes() == before
+    assert others(out.parent, out.name) == []
+
+
+class StandIn:
+    """What torch.onnx.export returns, without the tracing: a fixed serialised model."""
+
+    def __init__(self) -> None:
+        self.metadata: dict[str, str] = {}
+        self.model = SimpleNamespace(metadata_props=self.metadata)
+        self.model_proto = SimpleNamespace(SerializeToString=lambda: b"the new model")
+
+
+@pytest.fixture()
+def stand_in(monkeypatch: pytest.MonkeyPatch) -> list[StandIn]:
+    """PyTorch's exporter replaced by StandIn; the list holds each one it returned."""
+    made: list[StandIn] = []
+
+    def export(*args: object, **kwargs: object) -> StandIn:
+        made.append(StandIn())
+        return made[-1]
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    return made
+
+
+def test_export_replaces_the_file_whole_with_the_serialised_model(
+    tmp_path: Path, stand_in: list[StandIn]
+) -> None:
+    out = tmp_path / "model.onnx"
+    out.write_bytes(OLD)
+    assert export_onnx(None, out) == out
+    assert out.read_bytes() == b"the new model"
+    assert others(tmp_path, out.name) == []
+    (program,) = stand_in
+    assert program.metadata["source"] == "pretrained"
+    assert program.metadata["architecture"] == "cnn"
+
+
+def test_an_export_that_cannot_be_written_leaves_the_older_file_whole(
+    tmp_path: Path, stand_in: list[StandIn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "model.onnx"
+    out.write_bytes(OLD)
+
+    def disk_full(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export_onnx(None, out)
+    assert out.read_bytes() == OLD
+    assert others(tmp_path, out.name) == []
 
 
 @pytest.mark.parametrize(
@@ -120,6 +268,7 @@ def test_bad_output_names_are_refused(tmp_path: Path, name: str, message: str) -
     (tmp_path / "folder").mkdir()
     with pytest.raises(ExportError, match=message):
         export_onnx(None, tmp_path / name)
+    assert [path.name for path in tmp_path.iterdir()] == ["folder"]
 
 
 def test_missing_checkpoint_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
@@ -128,34 +277,16 @@ def test_missing_checkpoint_is_refused_and_nothing_is_written(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
-def command_line() -> Parser:
-    """Return a parser with only the export-onnx subcommand, built as mnist_tutorial.cli builds its own."""
-    parser = Parser(prog="python -m mnist_tutorial")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    add_export_command(commands)
-    return parser
-
-
-def test_command_exports_and_reports(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "site" / "model.onnx"
-    args = command_line().parse_args(["export-onnx", "--out", str(out)])
-    assert args.handler(args) == 0
-    assert out.is_file()
-    assert f"wrote {out}" in capsys.readouterr().out
-
-
 def test_command_misuse_is_one_line_and_exit_code_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        command_line().parse_args(["export-onnx", "--outt", "x.onnx"])
+        main(["export-onnx", "--outt", "x.onnx"])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "unrecognized arguments: --outt" in error
 
 
 def test_command_defaults_to_the_shipped_model() -> None:
-    args = command_line().parse_args(["export-onnx"])
+    args = build_parser().parse_args(["export-onnx"])
     assert args.checkpoint is None and args.out == Path("mnist_model.onnx")

@@ -20,12 +20,17 @@ from PIL import Image, ImageDraw
 
 from mnist_tutorial.predict import InvalidImageError, Predictor, preprocess_image
 
-# Damaged files make Pillow warn about their metadata on the way to the error: expected here.
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")
+pytestmark = [
+    # Hundreds of examples through preprocessing and the model: minutes, not seconds.
+    pytest.mark.slow,
+    # Damaged files make Pillow warn about their metadata on the way to the error:
+    # expected here.
+    pytest.mark.filterwarnings("ignore::UserWarning:PIL"),
+]
 # Hypothesis caches what it learns about the code; not in the shared work tree.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "mnist-tutorial-hypothesis")
-# Deterministic (the same examples on every run, no example database), bounded, and with a
-# deadline that only a hang can reach: an example takes milliseconds.
+# Deterministic (the same examples on every run, no example database), bounded, and with
+# a deadline that only a hang can reach: an example takes milliseconds.
 FUZZ = settings(
     max_examples=120,
     deadline=timedelta(seconds=20),

@@ -1,4 +1,4 @@
-"""Tests of mnist_tutorial.model: the registry, every architecture, and the summaries."""
+"""Tests of mnist_tutorial.model: the registry, every architecture, the summaries."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 from mnist_tutorial.model import (
+    MODELS,
+    Network,
     available_models,
     build_model,
     count_parameters,
@@ -46,6 +48,34 @@ def test_build_model_remembers_name_and_arguments() -> None:
     assert count_parameters(model) == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
 
 
+@pytest.mark.parametrize("name", available_models())
+def test_build_model_wraps_the_builders_layers_in_a_network(name: str) -> None:
+    model = build_model(name)
+    layers = MODELS[name]()
+    assert isinstance(model, Network) and not isinstance(layers, Network)
+    assert type(layers) is nn.Sequential
+    # The same layers and the same state_dict keys: checkpoints of either load into the
+    # other.
+    assert list(model.state_dict()) == list(layers.state_dict())
+    assert [type(m) for m in model] == [type(m) for m in layers]
+    model.load_state_dict(layers.state_dict())
+
+
+def test_a_network_carries_only_its_architecture_beside_its_layers() -> None:
+    model = build_model("lenet5")
+    assert set(vars(model)) - set(vars(nn.Sequential())) == {"architecture"}
+    assert model.architecture == {"name": "lenet5", "kwargs": {}}
+    assert not hasattr(model, "train_state")
+
+
+def test_builder_arguments_are_copied_into_the_architecture() -> None:
+    kwargs = {"widths": (8, 16, 32), "dropout": 0.0}
+    model = build_model("cnn", **kwargs)
+    kwargs["dropout"] = 0.5
+    assert model.architecture["kwargs"] == {"widths": (8, 16, 32), "dropout": 0.0}
+    assert model[0][0].out_channels == 8
+
+
 def test_unknown_model_names_the_choices() -> None:
     with pytest.raises(
         ValueError,
@@ -80,3 +110,12 @@ def test_multiply_adds_are_counted_per_image() -> None:
     rows = summarize(model)
     assert [row.multiply_adds for row in rows] == [28 * 28 * 4 * 9, 0, 4 * 28 * 28 * 10]
     assert rows[0].output_shape == (4, 28, 28)
+
+
+def test_a_slice_of_a_network_is_a_plain_sequential_of_its_layers() -> None:
+    model = build_model("cnn")
+    head = model[:2]
+    assert type(head) is torch.nn.Sequential
+    assert list(head) == list(model)[:2]
+    assert isinstance(model[-1], torch.nn.Linear)
+    assert head(torch.zeros(1, 1, 28, 28)).shape == (1, 48, 7, 7)

@@ -4,16 +4,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from IPython.display import Code  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from pathlib import Path
 
-from mnist_tutorial import plots  # noqa: E402
-from mnist_tutorial.train import EpochRecord, History  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from IPython.display import Code
+from matplotlib.figure import Figure
+
+from mnist_tutorial import measures, plots
+from mnist_tutorial.records import EpochRecord, History
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def titles(figure: Figure) -> list[str]:
 
 
 def test_show_source_returns_highlightable_code() -> None:
-    shown = plots.show_source(plots.ink_area)
+    shown = plots.show_source(measures.ink_area)
     assert isinstance(shown, Code)
     markdown = shown._repr_markdown_()
     assert markdown.startswith("```python\ndef ink_area(")
@@ -90,7 +92,7 @@ def test_digit_grid_rejects_mismatched_lengths(digits) -> None:
         ),
         lambda images, labels: plots.plot_intensity_histogram(images),
         lambda images, labels: plots.plot_measure_by_digit(
-            plots.ink_area(images), labels, ylabel="ink", title="t"
+            measures.ink_area(images), labels, ylabel="ink", title="t"
         ),
         lambda images, labels: plots.plot_embedding(
             {"PCA": np.random.default_rng(0).normal(size=(40, 2))}, labels
@@ -124,26 +126,6 @@ def test_weight_panels() -> None:
     weights = plots.plot_weight_images(torch.randn(10, 784), columns=5)
     assert sum(bool(ax.images) for ax in weights.axes) == 10
     assert titles(weights)
-
-
-def test_ink_area_counts_dark_pixels() -> None:
-    images = torch.zeros(2, 28, 28, dtype=torch.uint8)
-    images[0, 5:10, 5:10] = 255
-    images[1, 0, :3] = torch.tensor([127, 128, 200], dtype=torch.uint8)
-    assert plots.ink_area(images).tolist() == [25, 2]
-
-
-def test_slant_sign_and_size() -> None:
-    images = torch.zeros(3, 28, 28)
-    for row in range(4, 24):
-        images[0, row, 14] = 255  # upright stroke
-        images[1, row, 14 + (14 - row) // 2] = 255  # top to the right: leans right
-        images[2, row, 14 - (14 - row) // 2] = 255  # leans left
-    upright, right, left = plots.slant(images).tolist()
-    assert upright == pytest.approx(0.0, abs=1e-12)
-    assert right == pytest.approx(0.5, abs=0.05) and left == pytest.approx(
-        -0.5, abs=0.05
-    )
 
 
 def test_digit_grid_custom_captions_still_mark_mistakes(digits) -> None:
@@ -277,3 +259,81 @@ def test_feature_maps_choose_a_diverging_scale_only_for_signed_maps(digits) -> N
     assert positive.axes[0].images[0].get_cmap().name == "magma"
     assert [ax.get_title() for ax in positive.axes[:4]] == list("abcd")
     assert "signed" in titles(signed)
+
+
+SAMPLES = sorted(
+    (Path(__file__).resolve().parent.parent / "book" / "samples").glob("*.png")
+)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: plots.plot_sample_pictures(SAMPLES[:3] + SAMPLES[-3:], columns=3),
+        lambda: plots.plot_paper_and_ink(
+            np.full((30, 40), 200, np.uint8),
+            np.linspace(150, 220, 1200).reshape(30, 40),
+            np.zeros((30, 40), np.uint8),
+        ),
+        lambda: plots.plot_preprocessing_steps(
+            {path.name: path for path in SAMPLES[:2]}
+        ),
+        lambda: plots.plot_accuracy_by_preparation(
+            {"plain": np.arange(6) < 1, "prepared": np.ones(6, bool)},
+            {"photos": np.arange(6) < 3, "drawings": np.arange(6) >= 3},
+        ),
+        lambda: plots.plot_probabilities(
+            np.full(10, 0.05) + 0.5 * (np.arange(10) == 7)
+        ),
+    ],
+    ids=[
+        "sample_pictures",
+        "paper_and_ink",
+        "preprocessing_steps",
+        "accuracy",
+        "probabilities",
+    ],
+)
+def test_chapter_5_figures_are_titled_and_not_left_open(make) -> None:
+    plt.close("all")
+    figure = make()
+    assert isinstance(figure, Figure)
+    assert titles(figure)
+    assert plt.get_fignums() == []
+
+
+def test_sample_pictures_caption_name_mode_and_size() -> None:
+    figure = plots.plot_sample_pictures(SAMPLES[:1], columns=2)
+    assert figure.axes[0].get_title().startswith(f"{SAMPLES[0].name}\n")
+    assert figure.axes[0].get_title().endswith("112x84 px")
+    assert not figure.axes[1].images  # the unused panel stays blank
+
+
+def test_preprocessing_steps_draw_each_stage_of_each_picture() -> None:
+    figure = plots.plot_preprocessing_steps({"a": SAMPLES[0], "b": SAMPLES[-1]})
+    assert len(figure.axes) == 2 * (len(plots.PREPROCESSING_STEPS) + 1)
+    assert figure.axes[0].get_title().startswith("a\n")
+    assert figure.axes[-1].get_title() == "centred 28x28\n28x28 px"
+    assert figure.axes[-1].images[0].get_cmap().name == plots.INK_CMAP
+
+
+def test_accuracy_bars_are_the_share_right_per_group() -> None:
+    figure = plots.plot_accuracy_by_preparation(
+        {"plain": np.array([1, 0, 0, 0], bool), "prepared": np.ones(4, bool)},
+        {
+            "photos": np.array([1, 1, 0, 0], bool),
+            "drawings": np.array([0, 0, 1, 1], bool),
+        },
+    )
+    heights = [bar.get_height() for bar in figure.axes[0].patches]
+    assert heights == [50.0, 100.0, 0.0, 100.0]  # photos, then drawings
+
+
+def test_probabilities_mark_the_most_probable_digit() -> None:
+    probabilities = np.full(10, 0.02)
+    probabilities[3] = 0.82
+    figure = plots.plot_probabilities(probabilities)
+    bars = figure.axes[0].patches
+    assert bars[3].get_height() == pytest.approx(82.0)
+    assert bars[3].get_facecolor() != bars[0].get_facecolor()
+    assert "82.0 %" in [text.get_text() for text in figure.axes[0].texts]

@@ -1,4 +1,5 @@
-"""The shipped model: it loads for inference and is as good as its model card says."""
+"""The shipped models: they load for inference, their cards say how they were made,
+and (slow, on the real MNIST) they are as good as their cards say."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import re
 import pytest
 import torch
 
-from mnist_tutorial import load_pretrained
+from mnist_tutorial import load_pretrained, pretrained_card
+from mnist_tutorial.checkpoint import (
+    PRETRAINED_FOLDER,
+    PRETRAINED_NAMES,
+    CheckpointError,
+)
 from mnist_tutorial.evaluate import (
     accuracy,
     average_predictions,
@@ -16,14 +22,15 @@ from mnist_tutorial.evaluate import (
     ensemble_candidates,
     predict_split,
 )
-from mnist_tutorial.train import PRETRAINED_FOLDER, PRETRAINED_NAMES, PRETRAINED_PATH
 
 ROOT = PRETRAINED_FOLDER.parent.parent
-CARD = json.loads(PRETRAINED_PATH.with_suffix(".json").read_text())
+#: The book's model, the default of load_pretrained and pretrained_card.
+BOOK_MODEL = PRETRAINED_FOLDER / "cnn.pt"
+CARD = json.loads(BOOK_MODEL.with_suffix(".json").read_text())
 
 
 def test_the_shipped_model_is_small() -> None:
-    assert PRETRAINED_PATH.stat().st_size < 3 * 2**20
+    assert BOOK_MODEL.stat().st_size < 3 * 2**20
 
 
 def test_the_card_states_how_it_was_made() -> None:
@@ -40,22 +47,45 @@ def test_the_card_states_how_it_was_made() -> None:
     assert CARD["test_accuracy"] >= 0.996
 
 
-def test_unknown_shipped_model_names_the_choices() -> None:
+@pytest.mark.parametrize("load", [load_pretrained, pretrained_card])
+def test_unknown_shipped_model_names_the_choices(load) -> None:
     with pytest.raises(
-        ValueError,
+        CheckpointError,
         match=re.escape(
             f"no shipped model 'best'; choose one of: {', '.join(PRETRAINED_NAMES)}"
         ),
     ):
-        load_pretrained("best")
+        load("best")
 
 
-def test_the_ensemble_members_are_inference_only_files_made_by_the_command_on_their_card() -> (
+def test_pretrained_card_is_the_shipped_json() -> None:
+    assert pretrained_card() == CARD == pretrained_card("cnn")
+    for name in PRETRAINED_NAMES:
+        shipped = json.loads((PRETRAINED_FOLDER / f"{name}.json").read_text())
+        assert pretrained_card(name) == shipped, name
+
+
+def test_every_shipped_model_loads_for_inference_as_its_card_says() -> None:
+    for name in PRETRAINED_NAMES:
+        checkpoint = load_pretrained(name)
+        card = pretrained_card(name)
+        assert not checkpoint.model.training, name
+        assert checkpoint.architecture == checkpoint.model.architecture, name
+        assert checkpoint.architecture["name"] == card["architecture"]["name"], name
+        assert checkpoint.metrics["test_accuracy"] == card["test_accuracy"], name
+        assert len(checkpoint.history.epochs) == card["epochs_run"], name
+
+
+def test_the_book_model_can_resume_its_run() -> None:
+    assert load_pretrained().training_state is not None
+
+
+def test_the_ensemble_members_are_inference_only_and_made_by_their_cards_command() -> (
     None
 ):
     for name in PRETRAINED_NAMES:
         path = PRETRAINED_FOLDER / f"{name}.pt"
-        if path == PRETRAINED_PATH:
+        if path == BOOK_MODEL:
             continue  # the book's model keeps its training state: chapter 3 resumes it
         card = json.loads(path.with_suffix(".json").read_text())
         assert path.stat().st_size < 4 * 2**20
@@ -66,7 +96,8 @@ def test_the_ensemble_members_are_inference_only_files_made_by_the_command_on_th
         )
 
 
-def test_each_shipped_model_scores_its_card_and_the_ensemble_chosen_on_validation_reaches_99_7(
+@pytest.mark.slow
+def test_each_shipped_model_scores_its_card_and_the_chosen_ensemble_reaches_99_7(
     mnist,
 ) -> None:
     validation, test, architectures = {}, {}, {}

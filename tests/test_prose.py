@@ -1,13 +1,13 @@
 """The book's words agree with its numbers: every figure the prose states is printed by a cell.
 
-A figure is a number with decimals (99.61 %, 0.0978, 2.9x, 15.4 s), or a whole-number ratio or
-time (12x, 3 times, 15 s, 4 min). Each one in a chapter's markdown must appear in the outputs
-that chapter's notebook stores, at the precision the sentence uses (a fraction printed as 0.9961
-backs "99.61 %", and the reverse); a figure on a Markdown page (intro, model card, demo) may come
-from any chapter. A bare decimal below 1 (a setting such as a learning rate of 0.01) may instead
-stand in the page's code. Figures quoted from the literature are listed in LITERATURE with the
-reference the sentence cites. Placeholders ("to be measured", TODO) never reach a reader.
-"""
+A figure is a number with decimals (99.61 %, 0.0978, 2.9x, 15.4 s), or a whole-number
+ratio or time (12x, 3 times, 15 s, 4 min). Each one in a chapter's markdown must appear
+in the outputs that chapter's notebook stores, at the precision the sentence uses (a
+fraction printed as 0.9961 backs "99.61 %", and the reverse); a figure on a Markdown
+page (intro, model card, demo) may come from any chapter. A bare decimal below 1 (a
+setting such as a learning rate of 0.01) may instead stand in the page's code. Figures
+quoted from the literature are listed in LITERATURE with the reference the sentence
+cites. Placeholders ("to be measured", TODO) never reach a reader."""
 
 import json
 import re
@@ -28,8 +28,9 @@ PLACEHOLDER = re.compile(
     r"to\s+be\s+measured|\bTODO\b|\bTBD\b|\bFIXME\b|not\s+(?:yet\s+)?timed",
     re.IGNORECASE,
 )
-# Markup whose numbers are not statements: inline code, links' targets, HTML, MyST labels and
-# directive options, display math (its numbers are in the sentence around it).
+# Markup whose numbers are not statements: inline code, links' targets, HTML, MyST
+# labels and directive options, display math (its numbers are in the sentence around
+# it).
 NOT_PROSE = re.compile(
     r"`[^`\n]*`|\]\([^)]*\)|<[^>]+>|^\([\w-]+\)=$|^\s*:\w[\w-]*:.*$|\$\$.*?\$\$",
     re.DOTALL | re.MULTILINE,
@@ -37,7 +38,8 @@ NOT_PROSE = re.compile(
 FENCE = re.compile(r"^\s*(?P<fence>`{3,}|~{3,})\s*(?P<info>\S*)")
 NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
-# Figures quoted from published work: (page, figure as written) -> the bibliography key the page cites.
+# Figures quoted from published work: (page, figure as written) -> the bibliography key
+# the page cites.
 LITERATURE: dict[tuple[str, str], str] = {
     (
         "02_building_a_cnn",
@@ -196,7 +198,8 @@ def test_quoted_figures_cite_their_source() -> None:
         page = next(path for path in PAGES if path.stem == stem)
         prose = markdown_of(page)
         assert figure in prose, (
-            f"{stem}: allow-listed {figure} no longer appears: remove it from LITERATURE"
+            f"{stem}: allow-listed {figure} no longer appears: remove it from "
+            "LITERATURE"
         )
         assert re.search(rf"^@\w+\{{{re.escape(key)},", bibliography, re.MULTILINE), (
             f"{key} is not in book/references.bib"
@@ -217,8 +220,9 @@ def test_the_scanner_finds_what_it_must() -> None:
     found = [
         figure
         for figure, _ in figures(
-            "AdamW scored 98.18 % in 15.4 s, 2.9x faster, 12x in all, 4 times more, log loss 0.0978; "
-            "Python 3.11, 28x28 pixels, `lr=0.05`, $\\eta$, 70,000 digits, 99 % of them, after 3 s."
+            "AdamW scored 98.18 % in 15.4 s, 2.9x faster, 12x in all, 4 times more, "
+            "log loss 0.0978; Python 3.11, 28x28 pixels, `lr=0.05`, $\\eta$, 70,000 "
+            "digits, 99 % of them, after 3 s."
         )
     ]
     assert found == ["98.18", "15.4", "2.9", "12", "4", "0.0978", "3"]

@@ -57,7 +57,7 @@ def test_cross_entropy_matches_torch_and_is_stable() -> None:
 def test_gradients_match_autograd(problem) -> None:
     parameters, x, labels = problem
     with torch.no_grad():
-        loss, ours = scratch.loss_and_gradients(parameters, x, labels)
+        _loss, ours = scratch.loss_and_gradients(parameters, x, labels)
     reference = scratch.autograd_gradients(parameters, x, labels)
     errors = scratch.relative_errors(ours, reference)
     assert set(errors) == set(parameters)

@@ -1,10 +1,10 @@
 """The published site in a real browser (Playwright driving Debian's Chromium), with no network.
 
-Every page of the built book loads with no console error, every image, script and style sheet
-resolves, the table of contents works, the chapters' widgets and math render, and the live demo
-reads drawn and uploaded digits exactly as the Python package does. Screenshots, timings and the
-demo's agreement with Python are saved under $MNIST_SITE_ARTIFACTS (default build/test-artifacts/site).
-"""
+Every page of the built book loads with no console error, every image, script and style
+sheet resolves, the table of contents works, the chapters' widgets and math render, and
+the live demo reads drawn and uploaded digits exactly as the Python package does.
+Screenshots, timings and the demo's agreement with Python are saved under
+$MNIST_SITE_ARTIFACTS (default build/test-artifacts/site)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,13 @@ import pytest
 import yaml
 from PIL import Image
 
+#: Every test here needs the built book and Chromium.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
-# Flags that keep Chromium from calling home, which the offline check would see as refused requests.
+# Flags that keep Chromium from calling home, which the offline check would see as
+# refused requests.
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-background-networking",
@@ -38,7 +42,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-# sphinx-thebe registers its script twice, even with Thebe off: every page logs this (book-toolchain notes).
+# sphinx-thebe registers its script twice, even with Thebe off: every page logs this
+# (book-toolchain notes).
 KNOWN_CONSOLE_ERRORS = re.compile(
     r"Identifier 'THEBE_JS_URL' has already been declared"
 )
@@ -271,11 +276,12 @@ def test_every_page_loads_offline_with_no_errors(
             assert resolves(url), f"{page_path}: {url} does not resolve"
             checked_urls.add(url)
         assert state["unrendered"] == 0 and state["mathErrors"] == 0, (
-            f"{page_path}: {state['unrendered']} of {counts['math']} formulas not typeset, {state['mathErrors']} errors"
+            f"{page_path}: {state['unrendered']} of {counts['math']} formulas not "
+            f"typeset, {state['mathErrors']} errors"
         )
         assert len(state["widgets"]) == counts["views"], (
-            f"{page_path}: {counts['views']} widgets stored, "
-            f"{len(state['widgets'])} drawn"
+            f"{page_path}: {counts['views']} widgets stored, {len(state['widgets'])} "
+            "drawn"
         )
         for widget in state["widgets"]:
             assert (
@@ -405,7 +411,8 @@ def test_demo_reads_drawn_digits_like_python(demo: Visit) -> None:
         assert agreement["python_digit"] == digit
         assert agreement["max_pixel_difference"] == 0, agreement
     page.locator("#mnist-demo").screenshot(path=artifact("demo.png"))
-    # Reported, not asserted: the time from the drawing's pixels to the ten probabilities.
+    # Reported, not asserted: the time from the drawing's pixels to the ten
+    # probabilities.
     timings = sorted(
         entry["ms"]
         for entry in page.evaluate("() => window.mnistDemo.timings")
@@ -467,7 +474,8 @@ def agreement_pictures(folder: Path) -> list[tuple[str, bytes]]:
     for path in sorted(SAMPLES.glob("*.png"))[::25]:
         with Image.open(path) as image:
             rgba = image.convert("RGBA")
-        # The stroke samples are ink on a transparent layer; on white paper they can be saved without it.
+        # The stroke samples are ink on a transparent layer; on white paper they can be
+        # saved without it.
         on_paper = Image.alpha_composite(
             Image.new("RGBA", rgba.size, "white"), rgba
         ).convert("RGB")
@@ -476,7 +484,8 @@ def agreement_pictures(folder: Path) -> list[tuple[str, bytes]]:
             out = folder / f"{path.stem}-{size[0]}x{size[1]}.png"
             rgba.resize(size, Image.Resampling.BICUBIC).save(out)
             pictures.append((out.name, out.read_bytes()))
-        # Small JPEGs decode the same in both (Pillow decodes large ones at a reduced scale, the browser cannot).
+        # Small JPEGs decode the same in both (Pillow decodes large ones at a reduced
+        # scale, the browser cannot).
         out = folder / f"{path.stem}.jpg"
         on_paper.save(out, quality=90)
         pictures.append((out.name, out.read_bytes()))
@@ -496,8 +505,9 @@ def test_demo_agrees_with_python_on_every_sample(demo: Visit, tmp_path: Path) ->
     for name, data in agreement_pictures(tmp_path):
         kind = "image/jpeg" if name.endswith(".jpg") else "image/png"
         reading = page.evaluate(
-            "async ([data, type]) => window.mnistDemo.predictBytes("
-            "Uint8Array.from(atob(data), c => c.charCodeAt(0)), type)",
+            "async ([data, type]) => "
+            "window.mnistDemo.predictBytes(Uint8Array.from(atob(data), c => "
+            "c.charCodeAt(0)), type)",
             [base64.b64encode(data).decode(), kind],
         )
         assert reading is not None, f"the demo found no digit in {name}"
@@ -514,7 +524,8 @@ def test_demo_agrees_with_python_on_every_sample(demo: Visit, tmp_path: Path) ->
         "rows": rows,
     }
     artifact("demo-agreement.json").write_text(json.dumps(summary, indent=2) + "\n")
-    # The port reproduces Pillow's and NumPy's arithmetic, so any difference at all is a regression.
+    # The port reproduces Pillow's and NumPy's arithmetic, so any difference at all is a
+    # regression.
     assert worst == 0, [row for row in rows if row["max_pixel_difference"]][:5]
     assert agreeing == len(rows), [
         row for row in rows if row["browser_digit"] != row["python_digit"]

@@ -34,7 +34,7 @@ def uploaded(name: str, content: bytes) -> dict:
         "type": "image/png",
         "size": len(content),
         "content": memoryview(content),
-        "last_modified": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+        "last_modified": datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
     }
 
 
@@ -69,7 +69,7 @@ def test_upload_shows_each_picture_its_28x28_form_and_the_probabilities(
         uploaded(name, (SAMPLES / name).read_bytes()) for name in names
     )
     assert len(widget.results.children) == 2
-    for name, row in zip(names, widget.results.children):
+    for name, row in zip(names, widget.results.children, strict=True):
         heading, (original, preview, bars) = row.children[0], row.children[1].children
         digit = int(name[-5])
         assert name in heading.value and f"reads <b>{digit}</b>" in heading.value

@@ -1,5 +1,7 @@
-"""Make chapter 5's sample pictures in book/samples: digits drawn as pen strokes, and MNIST test
-digits on simulated photos of paper. Deterministic (seeded); run `python benchmarks/make_samples.py`.
+"""Make chapter 5's sample pictures in book/samples, the folder of this script.
+
+The pictures are digits drawn as pen strokes, and MNIST test digits on simulated photos
+of paper. Deterministic (seeded); run `python book/samples/make_samples.py`.
 
 Each file is named KIND-NNN-digit-D.png, D being the true digit.
 """
@@ -15,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from mnist_tutorial import load_mnist
 
-SAMPLES = Path(__file__).resolve().parent.parent / "book" / "samples"
+SAMPLES = Path(__file__).resolve().parent
 SEED = 5
 STROKES_PER_DIGIT = 10
 PHOTOS_PER_DIGIT = 10
@@ -24,7 +26,8 @@ PHOTO_SIZE = (112, 84)
 PALETTE_COLOURS = 16
 SUPERSAMPLING = 4
 
-# Each digit as pen strokes through control points in a unit box (x right, y down), a few variants.
+# Each digit as pen strokes through control points in a unit box
+# (x right, y down), a few variants.
 TEMPLATES: dict[int, list[list[list[tuple[float, float]]]]] = {
     0: [
         [
@@ -145,7 +148,10 @@ TEMPLATES: dict[int, list[list[list[tuple[float, float]]]]] = {
 
 
 def catmull_rom(points: np.ndarray, per_segment: int = 12) -> np.ndarray:
-    """Return a smooth curve through the points (a Catmull-Rom spline), as a pen would draw it."""
+    """Return a smooth curve through the points, as a pen would draw it.
+
+    The curve is a Catmull-Rom spline.
+    """
     if len(points) < 3:
         return points
     padded = np.vstack([points[0], points, points[-1]])
@@ -167,7 +173,10 @@ def catmull_rom(points: np.ndarray, per_segment: int = 12) -> np.ndarray:
 
 
 def stroke_coverage(digit: int, rng: np.random.Generator) -> np.ndarray:
-    """Return the pen's coverage (0 to 1) of each pixel: a digit jittered, slanted, off-centre, of random size and width."""
+    """Return the pen's coverage (0 to 1) of each pixel for one drawn digit.
+
+    The digit is jittered, slanted, off-centre, and of random size and width.
+    """
     strokes = TEMPLATES[digit][rng.integers(len(TEMPLATES[digit]))]
     height = rng.uniform(0.45, 0.85) * STROKE_CANVAS
     width = height * rng.uniform(0.55, 0.8)
@@ -199,13 +208,16 @@ def stroke_coverage(digit: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def stroke_picture(coverage: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """Return pen strokes as a file would hold them: on coloured paper (palette), in grey, or on a transparent layer."""
+    """Return pen strokes as a file would hold them.
+
+    On coloured paper (palette), in grey, or on a transparent layer.
+    """
     kind = rng.choice(["palette", "grey", "transparent"], p=[0.6, 0.2, 0.2])
     inverted = rng.random() < 0.25
     paper = rng.uniform(20, 60, 3) if inverted else rng.uniform(215, 255, 3)
     ink = rng.uniform(200, 255, 3) if inverted else rng.uniform(0, 70, 3)
     if kind == "transparent":
-        rgba = np.dstack([np.broadcast_to(ink, coverage.shape + (3,)), coverage * 255])
+        rgba = np.dstack([np.broadcast_to(ink, (*coverage.shape, 3)), coverage * 255])
         return Image.fromarray(rgba.round().astype(np.uint8), "RGBA")
     rgb = paper * (1 - coverage[:, :, None]) + ink * coverage[:, :, None]
     picture = Image.fromarray(rgb.round().astype(np.uint8))
@@ -217,7 +229,10 @@ def stroke_picture(coverage: np.ndarray, rng: np.random.Generator) -> Image.Imag
 
 
 def photo_of_digit(digit_image: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """Return an MNIST digit as if written on paper and photographed: off-centre, uneven light, noise, tint."""
+    """Return an MNIST digit as if written on paper and photographed.
+
+    It is off-centre, with uneven light, noise and a tint.
+    """
     width, height = PHOTO_SIZE
     size = int(rng.uniform(0.45, 0.8) * height)
     coverage = (
@@ -257,12 +272,13 @@ def photo_of_digit(digit_image: np.ndarray, rng: np.random.Generator) -> Image.I
     )
     photo = Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8))
     blurred = photo.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.8)))
-    # A small palette keeps the book light; it also imitates the banding of a heavily compressed photo.
+    # A small palette keeps the book light;
+    # it also imitates the banding of a heavily compressed photo.
     return blurred.quantize(PALETTE_COLOURS, dither=Image.Dither.NONE)
 
 
 def main() -> None:
-    """Write the sample pictures, replacing the previous ones (and nothing else) in the folder."""
+    """Write the sample pictures to the folder, replacing only the previous ones."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--out",
@@ -293,7 +309,8 @@ def main() -> None:
         photo.save(args.out / f"photo-{number:03d}-digit-{digit}.png", optimize=True)
     total = sum(path.stat().st_size for path in args.out.glob("*-digit-*.png"))
     print(
-        f"wrote {10 * (STROKES_PER_DIGIT + PHOTOS_PER_DIGIT)} pictures, {total / 1024:.0f} KB, to {args.out}"
+        f"wrote {10 * (STROKES_PER_DIGIT + PHOTOS_PER_DIGIT)} pictures, "
+        f"{total / 1024:.0f} KB, to {args.out}"
     )
 
 
