@@ -33,6 +33,7 @@ from .data import (
     raw_folder,
     unverified_files,
 )
+from .device import select_device
 from .errors import MnistTutorialError, describe_os_error
 from .evaluate import metrics, predict_split, report, top_confusions
 from .export import INPUT_NAME, OUTPUT_NAME, export_onnx
@@ -364,6 +365,8 @@ def run_train(args: argparse.Namespace) -> int:
     resume = load_checkpoint(args.resume) if args.resume is not None else None
     config = training_config(args, resume)
     check_out(args.out)
+    # A device the machine lacks is reported before MNIST is loaded, not after.
+    select_device(config.device)
     if resume is not None:
         check_resumable(resume, config)
         if args.model is not None and args.model != resume.architecture["name"]:

@@ -288,3 +288,12 @@ def no_accelerator(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         torch.accelerator, "current_accelerator", lambda check_available=False: None
     )
     yield
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], *fragments: str) -> str:
+    """Return the stderr of a failed command: one line, no traceback, every fragment."""
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error, error
+    for fragment in fragments:
+        assert fragment in error, error
+    return error

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_line_error
 
 import mnist_tutorial.cli as cli
 import mnist_tutorial.data as data
@@ -71,15 +72,6 @@ def train_args(out: Path, root: Path, *extra: str) -> list[str]:
         str(out),
         *extra,
     ]
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str], *fragments: str) -> str:
-    """Return the stderr of a failed command: one line, no traceback, every fragment."""
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "Traceback" not in error, error
-    for fragment in fragments:
-        assert fragment in error, error
-    return error
 
 
 # --- its name and its help ------------------------------------------------------------
@@ -248,6 +240,20 @@ def test_an_unknown_device_on_this_machine_is_said_in_flags(
     )
     assert "device='" not in error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_device_is_reported_before_mnist_is_read(
+    tmp_path: Path, no_accelerator: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The data root is an empty folder that may not be filled: reading MNIST first would
+    # end in a missing-data error (exit 1) instead of the device's (exit 2).
+    empty = tmp_path / "no-mnist"
+    empty.mkdir()
+    out = tmp_path / "model.pt"
+    command = ["train", "--device", "cuda", "--data", str(empty), "--out", str(out)]
+    assert main(command) == 2
+    one_line_error(capsys, "--device cuda was asked for")
+    assert list(empty.iterdir()) == []
 
 
 def test_evaluate_a_damaged_checkpoint_is_one_line(

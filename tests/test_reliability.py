@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import one_line_error
 from PIL import Image, ImageDraw
 
 import mnist_tutorial.cli as cli
@@ -108,15 +109,6 @@ def train_args(out: Path, *extra: str) -> list[str]:
         str(out),
         *extra,
     ]
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str], *fragments: str) -> str:
-    """The stderr of a command that failed: one line, no traceback, with every fragment."""
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "Traceback" not in error, error
-    for fragment in fragments:
-        assert fragment in error, error
-    return error
 
 
 def seven(size: tuple[int, int] = (160, 120)) -> Image.Image:
