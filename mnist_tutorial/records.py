@@ -189,7 +189,8 @@ class TrainingState:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the state as tensors and plain data, as a checkpoint stores it."""
-        return asdict(self)
+        # Not asdict, which would deep-copy every tensor capture_training_state copied.
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingState:
