@@ -358,9 +358,25 @@ def random_affine(
 
     Each image gets its own random angle, shift and scale factor.
     """
-    count = images.shape[0]
     # Draw on the CPU generator so augmentation is the same whatever the device.
-    draws = torch.rand(count, 4, generator=generator)
+    draws = torch.rand(images.shape[0], 4, generator=generator)
+    return affine_transform(
+        images, draws, degrees=degrees, translate=translate, scale=scale
+    )
+
+
+def affine_transform(
+    images: torch.Tensor,
+    draws: torch.Tensor,
+    *,
+    degrees: float = 10.0,
+    translate: float = 0.1,
+    scale: tuple[float, float] = (0.9, 1.1),
+) -> torch.Tensor:
+    """Return the batch (N, C, H, W) rotated, shifted and scaled by ``draws`` (N, 4).
+
+    Each row of ``draws`` holds four numbers in [0, 1): angle, scale, shift x, shift y.
+    """
     angle = (draws[:, 0] * 2 - 1) * math.radians(degrees)
     factor = scale[0] + draws[:, 1] * (scale[1] - scale[0])
     shift = (draws[:, 2:] * 2 - 1) * translate * 2  # grid coordinates span 2 units
@@ -387,6 +403,11 @@ class DeviceLoader:
     """Batches of a split kept whole on one device, normalised there (chapter 3).
 
     With ``augment``, each image is also randomly rotated, shifted and scaled there.
+    With ``shard=(rank, processes)``, the loader is one process's part of a
+    data-parallel run: every process draws the same order, each batch of
+    ``batch_size * processes`` images is dealt out, every ``processes``-th image to
+    each, as DistributedSampler does, and the augmentation is the one a single process
+    would draw for that batch.
     """
 
     def __init__(
@@ -400,9 +421,14 @@ class DeviceLoader:
         augment: bool = False,
         drop_last: bool = False,
         seed: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= shard[0] < shard[1]:
+            raise ValueError(
+                f"shard must be (rank, processes), 0 <= rank < processes, got {shard}"
+            )
         self.device = torch.device(device)
         self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device)
@@ -412,17 +438,14 @@ class DeviceLoader:
         self.augment = augment
         self.drop_last = drop_last
         self.generator = torch.Generator().manual_seed(seed)
+        self.rank, self.processes = shard
 
     def __len__(self) -> int:
-        count = len(self.labels)
-        return (
-            count // self.batch_size
-            if self.drop_last
-            else math.ceil(count / self.batch_size)
-        )
+        count, step = len(self.labels), self.batch_size * self.processes
+        return count // step if self.drop_last else math.ceil(count / step)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        count = len(self.labels)
+        count, step = len(self.labels), self.batch_size * self.processes
         # The order is drawn on the CPU, so it is the same on every device.
         order = (
             torch.randperm(count, generator=self.generator)
@@ -431,8 +454,17 @@ class DeviceLoader:
         )
         order = order.to(self.device)
         for batch in range(len(self)):
-            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            dealt = order[batch * step : (batch + 1) * step]
+            index = dealt[self.rank :: self.processes]
+            # Every process draws the whole batch's augmentation, to stay in step.
+            draws = (
+                torch.rand(len(dealt), 4, generator=self.generator)
+                if self.augment
+                else None
+            )
+            if len(index) == 0:  # the last, short batch of an unshuffled split
+                continue
             images = normalize(self.images[index], self.mean, self.std)
-            if self.augment:
-                images = random_affine(images, self.generator)
+            if draws is not None:
+                images = affine_transform(images, draws[self.rank :: self.processes])
             yield images, self.labels[index]

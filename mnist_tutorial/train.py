@@ -12,11 +12,19 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from .data import DeviceLoader, MnistData
 from .device import select_device
+from .distributed import (
+    Processes,
+    any_process,
+    copy_buffers_from_first,
+    data_parallel,
+    sum_over_processes,
+)
 from .errors import ConfigError, first_line
 from .model import Network
 from .records import EpochRecord, History, TrainConfig, TrainingRun, TrainingState
@@ -104,18 +112,21 @@ def loss_and_accuracy(
     criterion: nn.Module,
     autocast: Any = nullcontext,
 ) -> tuple[float, float]:
-    """Return the mean loss and accuracy (a fraction) over a loader, in eval mode."""
+    """Return the mean loss and accuracy (a fraction) over a loader, in eval mode.
+
+    In a data-parallel run each process scores its shard and the sums are shared, so
+    all processes return the figures of the whole split."""
     model.eval()
-    total_loss = torch.zeros((), device=loader.device)
-    correct = torch.zeros((), device=loader.device, dtype=torch.long)
-    count = 0
+    # Loss, correct answers and images, summed in float64: counts stay exact.
+    totals = torch.zeros(3, device=loader.device, dtype=torch.float64)
     for images, labels in loader:
         with autocast():
             logits = model(images)
-        total_loss += criterion(logits.float(), labels) * len(labels)
-        correct += (logits.argmax(1) == labels).sum()
-        count += len(labels)
-    return total_loss.item() / count, correct.item() / count
+        totals[0] += criterion(logits.float(), labels) * len(labels)
+        totals[1] += (logits.argmax(1) == labels).sum()
+        totals[2] += len(labels)
+    loss_sum, correct, count = sum_over_processes(totals).tolist()
+    return loss_sum / count, correct / count
 
 
 class WeightAverage:
@@ -163,14 +174,16 @@ def train_one_epoch(
     channels_last: bool = False,
     progress: str | None = None,
 ) -> tuple[float, float, float, float]:
-    """Return mean loss, accuracy, gradient norm and last lr of an epoch (chapter 3)."""
+    """Return mean loss, accuracy, gradient norm and last lr of an epoch (chapter 3).
+
+    In a data-parallel run, ``step_model`` is the DistributedDataParallel wrapper and
+    the loss and accuracy are those of all processes' images."""
     model.train()
     forward = step_model or model
     device = loader.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    # Loss, correct answers and images, summed in float64: counts stay exact.
+    totals = torch.zeros(3, device=device, dtype=torch.float64)
     grad_norm_sum = torch.zeros((), device=device)
-    seen = 0
     # Sums stay on the device: a .item() per step would make the GPU wait for the CPU.
     for images, labels in tqdm(
         loader, desc=progress, leave=False, disable=progress is None, unit="batch"
@@ -189,15 +202,12 @@ def train_one_epoch(
         scheduler.step()
         if average is not None:
             average.update()
-        loss_sum += loss.detach() * len(labels)
-        correct += (logits.argmax(1) == labels).sum()
-        seen += len(labels)
-    return (
-        loss_sum.item() / seen,
-        correct.item() / seen,
-        grad_norm_sum.item() / len(loader),
-        last_lr,
-    )
+        totals[0] += loss.detach() * len(labels)
+        totals[1] += (logits.argmax(1) == labels).sum()
+        totals[2] += len(labels)
+    loss_sum, correct, seen = sum_over_processes(totals).tolist()
+    # The gradients were averaged over the processes: their norm is the same in each.
+    return loss_sum / seen, correct / seen, grad_norm_sum.item() / len(loader), last_lr
 
 
 def fit(
@@ -219,127 +229,129 @@ def fit(
     kept are the moving average. ``on_epoch_end(model, record)`` returning True stops
     the run there. ``resume`` continues a saved run up to ``config.epochs`` epochs in
     all (see ``check_resumable``). With ``save_to``, a resumable checkpoint is written
-    there every ``save_every`` epochs."""
+    there every ``save_every`` epochs. Started by torchrun, every process trains on its
+    share of each batch of ``config.batch_size`` (see ``data_parallel``); only rank 0
+    logs and saves."""
     config = config or TrainConfig()
-    device = select_device(config.device)
-    _check_can_start(model, data, config, save_to, save_every)
-    on_cuda = device.type == "cuda"
-    channels_last = config.channels_last and device.type in ("cuda", "cpu")
-    torch.manual_seed(config.seed)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    train_loader = DeviceLoader(
-        data.train,
-        batch_size=config.batch_size,
-        normalization=data.normalization,
-        device=device,
-        shuffle=True,
-        augment=config.augment,
-        drop_last=True,
-        seed=config.seed,
-    )
-    validation_loader = DeviceLoader(
-        data.validation,
-        batch_size=1000,
-        normalization=data.normalization,
-        device=device,
-    )
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, len(train_loader))
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    average = (
-        WeightAverage(model, config.ema_decay) if config.ema_decay is not None else None
-    )
-    evaluated = average.average if average is not None else model
+    with data_parallel(select_device(config.device)) as (processes, device):
+        _check_can_start(model, data, config, save_to, save_every, processes)
+        if processes is not None and not processes.is_main:
+            progress, log, save_to = False, None, None
+        on_cuda = device.type == "cuda"
+        channels_last = config.channels_last and device.type in ("cuda", "cpu")
+        torch.manual_seed(config.seed)
+        model.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        train_loader, validation_loader = make_loaders(data, config, device, processes)
+        optimizer = make_optimizer(model, config)
+        scheduler = make_scheduler(optimizer, config, len(train_loader))
+        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        average = (
+            WeightAverage(model, config.ema_decay)
+            if config.ema_decay is not None
+            else None
+        )
+        evaluated = average.average if average is not None else model
 
-    def autocast() -> AbstractContextManager[Any]:
-        if on_cuda and config.mixed_precision:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        def autocast() -> AbstractContextManager[Any]:
+            if on_cuda and config.mixed_precision:
+                return torch.autocast("cuda", dtype=torch.bfloat16)
+            return nullcontext()
 
-    history = History(device=str(device))
-    # Resuming, the checkpoint's weights are the best so far; its raw and averaged
-    # weights train on.
-    best_state = copy.deepcopy(
-        (evaluated if resume is None else resume.model).state_dict()
-    )
-    if resume is not None:
-        check_resumable(resume, config)
-        assert resume.training_state is not None  # check_resumable made sure
-        restore_training_state(
-            resume.training_state, model, optimizer, scheduler, train_loader, average
+        history = History(device=str(device))
+        # Resuming, the checkpoint's weights are the best so far; its raw and averaged
+        # weights train on.
+        best_state = copy.deepcopy(
+            (evaluated if resume is None else resume.model).state_dict()
         )
-        history = copy.deepcopy(resume.history) or history
-    if log:
-        name = model.architecture["name"] if isinstance(model, Network) else "model"
-        log(
-            f"training {name} on {device} ({len(data.train):,} images, "
-            f"{len(train_loader)} steps of {config.batch_size} per epoch)"
-        )
-
-    step_model = torch.compile(model) if config.compile else model
-    best_loss = min(history.column("val_loss"), default=math.inf)
-    epochs_without_improvement = 0
-    for epoch in range(len(history.epochs), config.epochs):
-        started = time.perf_counter()
-        train_loss, train_accuracy, grad_norm, lr = train_one_epoch(
-            model,
-            train_loader,
-            optimizer,
-            scheduler,
-            criterion,
-            autocast=autocast,
-            step_model=step_model,
-            average=average,
-            channels_last=channels_last,
-            progress=f"epoch {epoch + 1}/{config.epochs}" if progress else None,
-        )
-        val_loss, val_accuracy = loss_and_accuracy(
-            evaluated, validation_loader, criterion, autocast
-        )
-        record = EpochRecord(
-            epoch + 1,
-            train_loss,
-            train_accuracy,
-            val_loss,
-            val_accuracy,
-            lr,
-            grad_norm,
-            time.perf_counter() - started,
-        )
-        history.epochs.append(record)
-        if log:
-            log(format_epoch(record, config.epochs))
-        stop_requested = on_epoch_end is not None and bool(
-            on_epoch_end(evaluated, record)
-        )
-        if val_loss < best_loss:
-            best_loss, epochs_without_improvement = val_loss, 0
-            best_state = copy.deepcopy(evaluated.state_dict())
-        else:
-            epochs_without_improvement += 1
-        if save_to is not None and record.epoch % save_every == 0:
-            assert isinstance(model, Network)  # _check_can_start made sure
-            # Resumable: the best weights so far, and all it takes to go on from here.
-            save_checkpoint(
-                save_to,
+        if resume is not None:
+            check_resumable(resume, config)
+            assert resume.training_state is not None  # check_resumable made sure
+            restore_training_state(
+                resume.training_state,
                 model,
-                weights=best_state,
-                normalization=data.normalization,
-                config=config,
-                history=history,
-                training_state=capture_training_state(
-                    model, optimizer, scheduler, train_loader, average
-                ),
+                optimizer,
+                scheduler,
+                train_loader,
+                average,
             )
-        history.stopped_because = _reason_to_stop(
-            config, stop_requested, val_accuracy, epochs_without_improvement
+            history = copy.deepcopy(resume.history) or history
+        if log:
+            log(describe_run(model, data, config, device, processes, len(train_loader)))
+
+        # The wrapper averages the gradients of all processes during backward().
+        wrapped = (
+            DistributedDataParallel(model, device_ids=[device] if on_cuda else None)
+            if processes is not None
+            else model
         )
-        if history.stopped_because:
-            break
-    else:
-        history.stopped_because = "all epochs done"
+        step_model = torch.compile(wrapped) if config.compile else wrapped
+        best_loss = min(history.column("val_loss"), default=math.inf)
+        epochs_without_improvement = 0
+        for epoch in range(len(history.epochs), config.epochs):
+            started = time.perf_counter()
+            train_loss, train_accuracy, grad_norm, lr = train_one_epoch(
+                model,
+                train_loader,
+                optimizer,
+                scheduler,
+                criterion,
+                autocast=autocast,
+                step_model=step_model,
+                average=average,
+                channels_last=channels_last,
+                progress=f"epoch {epoch + 1}/{config.epochs}" if progress else None,
+            )
+            # Each process updated BatchNorm's statistics from its own images: all
+            # evaluate, and keep, rank 0's.
+            copy_buffers_from_first(evaluated)
+            val_loss, val_accuracy = loss_and_accuracy(
+                evaluated, validation_loader, criterion, autocast
+            )
+            record = EpochRecord(
+                epoch + 1,
+                train_loss,
+                train_accuracy,
+                val_loss,
+                val_accuracy,
+                lr,
+                grad_norm,
+                time.perf_counter() - started,
+            )
+            history.epochs.append(record)
+            if log:
+                log(format_epoch(record, config.epochs))
+            stop_requested = any_process(
+                on_epoch_end is not None and bool(on_epoch_end(evaluated, record)),
+                device,
+            )
+            if val_loss < best_loss:
+                best_loss, epochs_without_improvement = val_loss, 0
+                best_state = copy.deepcopy(evaluated.state_dict())
+            else:
+                epochs_without_improvement += 1
+            if save_to is not None and record.epoch % save_every == 0:
+                assert isinstance(model, Network)  # _check_can_start made sure
+                # Resumable: the best weights so far, and all it takes to go on.
+                save_checkpoint(
+                    save_to,
+                    model,
+                    weights=best_state,
+                    normalization=data.normalization,
+                    config=config,
+                    history=history,
+                    training_state=capture_training_state(
+                        model, optimizer, scheduler, train_loader, average
+                    ),
+                )
+            history.stopped_because = _reason_to_stop(
+                config, stop_requested, val_accuracy, epochs_without_improvement
+            )
+            if history.stopped_because:
+                break
+        else:
+            history.stopped_because = "all epochs done"
 
     state = capture_training_state(model, optimizer, scheduler, train_loader, average)
     model.load_state_dict(best_state)
@@ -350,6 +362,63 @@ def fit(
             log(f"restored the weights of epoch {restored} (lowest validation loss)")
         log(f"stopped: {history.stopped_because}")
     return TrainingRun(history, state)
+
+
+def make_loaders(
+    data: MnistData,
+    config: TrainConfig,
+    device: torch.device,
+    processes: Processes | None,
+) -> tuple[DeviceLoader, DeviceLoader]:
+    """Return this process's training and validation loaders (chapter 3).
+
+    In a data-parallel run each process gets its shard of every batch of
+    ``config.batch_size``."""
+    shard = (processes.rank, processes.world_size) if processes else (0, 1)
+    train_loader = DeviceLoader(
+        data.train,
+        batch_size=config.batch_size // shard[1],
+        normalization=data.normalization,
+        device=device,
+        shuffle=True,
+        augment=config.augment,
+        drop_last=True,
+        seed=config.seed,
+        shard=shard,
+    )
+    validation_loader = DeviceLoader(
+        data.validation,
+        batch_size=1000,
+        normalization=data.normalization,
+        device=device,
+        shard=shard,
+    )
+    return train_loader, validation_loader
+
+
+def describe_run(
+    model: nn.Module,
+    data: MnistData,
+    config: TrainConfig,
+    device: torch.device,
+    processes: Processes | None,
+    steps: int,
+) -> str:
+    """Return the line ``fit`` prints before the first epoch: what, where, how."""
+    name = model.architecture["name"] if isinstance(model, Network) else "model"
+    if processes is None:
+        return (
+            f"training {name} on {device} ({len(data.train):,} images, "
+            f"{steps} steps of {config.batch_size} per epoch)"
+        )
+    count = processes.world_size
+    return (
+        f"training {name} data-parallel on {count} process{'es' * (count > 1)} "
+        f"({device.type}, "
+        f"{processes.backend}): {len(data.train):,} images, {steps} steps per epoch "
+        f"of {config.batch_size} = {count} x {config.batch_size // count} per "
+        f"process, peak lr {config.lr:.2e}, as for one process"
+    )
 
 
 def _reason_to_stop(
@@ -374,11 +443,20 @@ def _check_can_start(
     config: TrainConfig,
     save_to: str | os.PathLike[str] | None,
     save_every: int,
+    processes: Processes | None,
 ) -> None:
     """Raise ConfigError if a run would fail at its first step or checkpoint."""
+    count = processes.world_size if processes is not None else 1
+    if config.batch_size % count or config.batch_size // count < 2:
+        fitting = max(2, config.batch_size // count + 1) * count
+        raise ConfigError(
+            f"batch_size={config.batch_size} does not split into {count} equal "
+            "per-process batches of at least 2 (BatchNorm needs two images); use a "
+            f"multiple of {count} such as {fitting}"
+        )
     if config.batch_size > len(data.train):
         raise ConfigError(
-            f"batch_size {config.batch_size} is more than the {len(data.train):,} "
+            f"batch_size={config.batch_size} is more than the {len(data.train):,} "
             f"training images; use at most {len(data.train)}"
         )
     if save_to is not None and save_every < 1:

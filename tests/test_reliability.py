@@ -752,7 +752,7 @@ def test_a_batch_larger_than_the_data_is_refused_before_training(
 ) -> None:
     with pytest.raises(
         ConfigError,
-        match="batch_size 501 is more than the 500 training images; use at most 500",
+        match="batch_size=501 is more than the 500 training images; use at most 500",
     ):
         fit(build_model("mlp"), small, quick(batch_size=501), progress=False, log=None)
 
@@ -767,7 +767,7 @@ def test_a_batch_larger_than_the_data_on_the_command_line(
     args = train_args(tmp_path / "model.pt", "--schedule", schedule)
     args[args.index("--batch-size") + 1] = "60000"
     assert main(args) == 2
-    one_line_error(capsys, "batch_size 60000 is more than the 500 training images")
+    one_line_error(capsys, "--batch-size 60000 is more than the 500 training images")
     assert list(tmp_path.iterdir()) == []
 
 
