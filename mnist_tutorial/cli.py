@@ -1,11 +1,12 @@
 """The command line: ``mnist-tutorial`` (or ``python -m mnist_tutorial``) with the
-subcommands download, train, evaluate, predict and export-onnx."""
+subcommands download, train, evaluate, predict, export-onnx and serve."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import shlex
@@ -22,6 +23,7 @@ import torch
 from .checkpoint import (
     Checkpoint,
     load_checkpoint,
+    load_pretrained,
     model_card,
     save_checkpoint,
     write_model_card,
@@ -34,6 +36,7 @@ from .data import (
     unverified_files,
 )
 from .device import select_device
+from .distributed import process_rank
 from .errors import MnistTutorialError, describe_os_error
 from .evaluate import metrics, predict_split, report, top_confusions
 from .export import INPUT_NAME, OUTPUT_NAME, export_onnx
@@ -41,6 +44,7 @@ from .files import unwritable_folder
 from .model import DEFAULT_MODEL, available_models, build_model, count_parameters
 from .predict import Predictor, expand_paths, write_csv
 from .records import TrainConfig
+from .serve import MAX_UPLOAD_BYTES, make_server
 from .train import check_resumable, fit
 
 #: The command's two names: the console script that pip installs, and the module form.
@@ -62,6 +66,17 @@ INTERRUPTED = {
 }
 #: Control characters, which would break a record of the output into several lines.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+DATA_PARALLEL_HELP = (
+    "Several devices: start it with `torchrun --nproc-per-node N -m mnist_tutorial "
+    "train ...` and N processes train data-parallel (one GPU each with NCCL, or CPU "
+    "processes with Gloo). --batch-size is the global batch: each process takes "
+    "--batch-size / N images of every batch (N must divide it), and --lr is used as "
+    "given, so each step follows the one-process recipe (only BatchNorm's statistics "
+    "are per process; chapter 3 measures what that changes). To use N times the "
+    "batch per step, multiply --batch-size by N and scale "
+    "--lr with it (the linear scaling rule, with warm-up). Only rank 0 prints and "
+    "writes the checkpoint, which loads in a single process unchanged."
+)
 RESUME_HELP = (
     "continue the run saved in this checkpoint (by --resumable, the default, or "
     "--save-every) up to --epochs epochs in all, with its own settings (its --lr, "
@@ -140,6 +155,22 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """Return the text as a float above 0, else raise argparse's error."""
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """Return the text as a TCP port (0: any free one), else raise argparse's error."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {value}")
+    return value
+
+
 def program_name(argv0: str) -> str:
     """Return the name the command was called by: ``mnist-tutorial`` or the module."""
     return SCRIPT_PROG if Path(argv0).stem == SCRIPT_PROG else MODULE_PROG
@@ -179,6 +210,7 @@ def build_parser(prog: str = MODULE_PROG) -> Parser:
         help="train a model and save a checkpoint",
         description="Train a model on MNIST, print one line per epoch and the test "
         "accuracy, save a checkpoint and a model card.",
+        epilog=DATA_PARALLEL_HELP,
     )
     train.add_argument(
         "--model",
@@ -301,6 +333,41 @@ def build_parser(prog: str = MODULE_PROG) -> Parser:
         help="ONNX file to write; its folder is created (default: mnist_model.onnx)",
     )
     export.set_defaults(handler=run_export)
+
+    serve = commands.add_parser(
+        "serve",
+        help="answer pictures posted over HTTP with the JSON of predict --json",
+        description="Serve a model on this machine: POST a picture to /predict (the "
+        "body, or a form file) and get the JSON that `predict --json` prints; mistakes "
+        'get a status code and one line of JSON, {"error": ...}. GET /health says it '
+        "is up. Ctrl+C stops it.",
+    )
+    serve.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="a checkpoint written by `train` (default: the shipped pretrained model)",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 "
+        "opens it to the network, with no authentication)",
+    )
+    serve.add_argument(
+        "--port",
+        type=port_number,
+        default=8000,
+        help="port to listen on; 0 picks a free one (default: 8000)",
+    )
+    serve.add_argument(
+        "--max-upload-mb",
+        type=positive_float,
+        default=MAX_UPLOAD_BYTES / 1e6,
+        metavar="MB",
+        help=f"largest upload accepted, in MB (default: {MAX_UPLOAD_BYTES / 1e6:g})",
+    )
+    serve.set_defaults(handler=run_serve)
     return parser
 
 
@@ -360,6 +427,12 @@ def check_out(out: Path) -> None:
         )
 
 
+def print_if(condition: bool, line: str) -> None:
+    """Print ``line`` when ``condition`` holds (rank 0 of a data-parallel run)."""
+    if condition:
+        print(line)
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train or resume, report, save checkpoint and model card; return the exit code."""
     resume = load_checkpoint(args.resume) if args.resume is not None else None
@@ -376,17 +449,22 @@ def run_train(args: argparse.Namespace) -> int:
                 "when resuming"
             )
     data = load_mnist(args.data)
+    # Started by torchrun, only rank 0 prints and writes; the others train beside it.
+    speaks = process_rank() == 0
     if resume is not None:
         model = resume.model
         done = len(resume.history.epochs) if resume.history is not None else 0
-        print(
+        print_if(
+            speaks,
             f"resuming {model.architecture['name']} from {args.resume} after epoch "
-            f"{done}, up to epoch {config.epochs}"
+            f"{done}, up to epoch {config.epochs}",
         )
     else:
         torch.manual_seed(config.seed)
         model = build_model(args.model or DEFAULT_MODEL)
-    print(f"{model.architecture['name']}: {count_parameters(model):,} parameters")
+    print_if(
+        speaks, f"{model.architecture['name']}: {count_parameters(model):,} parameters"
+    )
     started, wall_clock = time.perf_counter(), time.time()
     try:
         run = fit(
@@ -410,6 +488,8 @@ def run_train(args: argparse.Namespace) -> int:
             ) from None
         raise
     seconds = time.perf_counter() - started
+    if not speaks:
+        return 0
     history = run.history
     test = metrics(predict_split(model, data.test, data.normalization))
     print(f"test accuracy {test.accuracy:.2%} ({test.errors} errors in {test.count:,})")
@@ -531,6 +611,40 @@ def run_export(args: argparse.Namespace) -> int:
         f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {INPUT_NAME} uint8 "
         f"(batch, 1, 28, 28) -> {OUTPUT_NAME} (batch, 10)"
     )
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve the model until Ctrl+C; return the exit code."""
+    checkpoint = (
+        load_checkpoint(args.checkpoint)
+        if args.checkpoint is not None
+        else load_pretrained()
+    )
+    try:
+        server = make_server(
+            Predictor(checkpoint),
+            args.host,
+            args.port,
+            model_name=checkpoint.architecture["name"],
+            max_upload_bytes=round(args.max_upload_mb * 1e6),
+        )
+    except OSError as error:
+        raise UsageError(
+            f"cannot listen on {args.host}:{args.port} ({describe_os_error(error)}); "
+            "choose another --port (0 picks a free one) or --host"
+        ) from None
+    name, url = checkpoint.architecture["name"], server.url
+    with server:
+        print(
+            f"serving {name} at {url}: POST a picture (curl --data-binary "
+            f"@digit.png {url}); Ctrl+C stops",
+            flush=True,
+        )
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("stopped", flush=True)
     return 0
 
 
