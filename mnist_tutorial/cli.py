@@ -332,6 +332,13 @@ def build_parser(prog: str = MODULE_PROG) -> Parser:
         default=Path("mnist_model.onnx"),
         help="ONNX file to write; its folder is created (default: mnist_model.onnx)",
     )
+    export.add_argument(
+        "--inside",
+        action="store_true",
+        help="also output each conv block's feature maps and each position's "
+        "contribution to each digit's logit, for the live demo's view inside the "
+        "network (cnn architecture only; the probabilities are unchanged)",
+    )
     export.set_defaults(handler=run_export)
 
     serve = commands.add_parser(
@@ -606,10 +613,11 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export the checkpoint named on the command line; return the exit code."""
-    path = export_onnx(args.checkpoint, args.out)
+    path = export_onnx(args.checkpoint, args.out, inside=args.inside)
+    inside = ", each block's maps, contributions and bias" if args.inside else ""
     print(
         f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {INPUT_NAME} uint8 "
-        f"(batch, 1, 28, 28) -> {OUTPUT_NAME} (batch, 10)"
+        f"(batch, 1, 28, 28) -> {OUTPUT_NAME} (batch, 10){inside}"
     )
     return 0
 

@@ -17,12 +17,20 @@ from torch import nn
 from .checkpoint import load_checkpoint, load_pretrained
 from .errors import MnistTutorialError
 from .files import unwritable_folder, write_atomically
-from .model import Architecture
+from .model import Architecture, conv_blocks_and_head, inside_view
 
 #: ONNX operator set of the export; onnxruntime-web 1.17 and later run it.
 OPSET = 18
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+#: The outputs ``--inside`` adds after the probabilities, for the demo's view inside.
+CONTRIBUTIONS_NAME = "contributions"
+BIAS_NAME = "bias"
+
+
+def block_name(index: int) -> str:
+    """Return the ONNX output name of the ``index``-th conv block's maps (from 1)."""
+    return f"block{index}"
 
 
 class ExportError(MnistTutorialError, ValueError):
@@ -50,10 +58,33 @@ class PixelsToProbabilities(nn.Module):
         return logits.softmax(dim=1)
 
 
+class PixelsToInside(PixelsToProbabilities):
+    """Like PixelsToProbabilities, with each block's maps and the head's contributions.
+
+    The outputs: probabilities (N, 10), each conv block's maps after its activation,
+    the contributions (N, 10, H, W) of every position of the last maps to each logit,
+    and the head's bias, repeated per picture (N, 10). See ``model.look_inside``.
+    """
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        """Return the probabilities, the blocks' maps, contributions and bias."""
+        view = inside_view(self.model, image.float() * self.scale - self.shift)
+        bias = view.bias.expand(image.shape[0], -1)
+        logits = view.contributions.sum(dim=(2, 3)) + bias
+        return (logits.softmax(dim=1), *view.feature_maps, view.contributions, bias)
+
+
 def export_onnx(
-    checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str]
+    checkpoint: str | os.PathLike[str] | None,
+    out: str | os.PathLike[str],
+    *,
+    inside: bool = False,
 ) -> Path:
-    """Return the ONNX file written for a checkpoint (None: the shipped model)."""
+    """Return the ONNX file written for a checkpoint (None: the shipped model).
+
+    With ``inside``, the graph also returns what the live demo shows inside the network:
+    each conv block's maps and the head's per-position contributions (PixelsToInside).
+    """
     out = Path(out)
     if out.is_dir():
         raise ExportError(
@@ -70,14 +101,25 @@ def export_onnx(
         raise ExportError(
             f"{out} cannot be written ({problem}); choose another out path"
         )
-    wrapped = PixelsToProbabilities(loaded.model, loaded.normalization).eval()
+    output_names = [OUTPUT_NAME]
+    if inside:
+        try:
+            blocks, _ = conv_blocks_and_head(loaded.model)
+        except ValueError as error:
+            raise ExportError(
+                f"inside=True: {error}; export without it, or a cnn checkpoint"
+            ) from None
+        output_names += [block_name(index + 1) for index in range(len(blocks))]
+        output_names += [CONTRIBUTIONS_NAME, BIAS_NAME]
+    kind = PixelsToInside if inside else PixelsToProbabilities
+    wrapped = kind(loaded.model, loaded.normalization).eval()
     example = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
     with torch.no_grad():
         program = torch.onnx.export(
             wrapped,
             (example,),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=output_names,
             # Any batch size: the demo sends one picture, the tests many.
             dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
             opset_version=OPSET,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypedDict, overload
 
 import torch
@@ -154,6 +154,82 @@ def cnn_large(dropout: float = 0.25) -> nn.Sequential:
         nn.Dropout(2 * dropout),
         nn.Linear(256, 10),
     )
+
+
+@dataclass(frozen=True)
+class InsideView:
+    """What a CNN with a linear head computes between pictures and logits (chapter 2).
+
+    ``feature_maps`` holds each conv block's output after its activation. The head is
+    one linear layer on every position of the last maps, so each digit's logit is the
+    sum of ``contributions`` (N, 10, H, W), one per position, plus ``bias`` (10,).
+    """
+
+    feature_maps: list[torch.Tensor]
+    contributions: torch.Tensor
+    bias: torch.Tensor
+
+
+def conv_blocks_and_head(network: nn.Module) -> tuple[list[nn.Module], nn.Linear]:
+    """Return the conv blocks and the linear head of a cnn-like network.
+
+    Raises ValueError for other layouts: the head must be Flatten, optional Dropout and
+    one Linear layer, after blocks that each contain a convolution."""
+    layers = list(network) if isinstance(network, nn.Sequential) else []
+    flatten = next(
+        (index for index, layer in enumerate(layers) if isinstance(layer, nn.Flatten)),
+        None,
+    )
+    head = [
+        layer for layer in layers[flatten or 0 :] if not isinstance(layer, nn.Dropout)
+    ]
+    blocks = layers[: flatten or 0]
+    convolutional = all(
+        any(isinstance(part, nn.Conv2d) for part in block.modules()) for block in blocks
+    )
+    if (
+        flatten is None
+        or not blocks
+        or not convolutional
+        or len(head) != 2
+        or not isinstance(head[1], nn.Linear)
+    ):
+        raise ValueError(
+            "looking inside needs conv blocks and a head of one linear layer on the "
+            "last feature maps, as in the cnn architecture; this model is laid out "
+            "otherwise"
+        )
+    return blocks, head[1]
+
+
+@torch.no_grad()
+def look_inside(network: nn.Module, images: torch.Tensor) -> InsideView:
+    """Return the feature maps and the head's per-position contributions (chapter 2).
+
+    ``images`` is a normalised batch (N, 1, 28, 28); the network is used in eval mode.
+    """
+    was_training = network.training
+    network.eval()
+    try:
+        view = inside_view(network, images)
+    finally:
+        network.train(was_training)
+    # A copy of the head's bias, not the parameter itself.
+    return replace(view, bias=view.bias.detach().clone())
+
+
+def inside_view(network: nn.Module, images: torch.Tensor) -> InsideView:
+    """Return the InsideView of a batch, in the network's current mode."""
+    blocks, head = conv_blocks_and_head(network)
+    feature_maps = []
+    maps = images
+    for block in blocks:
+        maps = block(maps)
+        feature_maps.append(maps)
+    weights = head.weight.reshape(head.out_features, *maps.shape[1:])
+    contributions = torch.einsum("nchw,kchw->nkhw", maps, weights)
+    bias = head.bias if head.bias is not None else weights.new_zeros(head.out_features)
+    return InsideView(feature_maps, contributions, bias)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

@@ -24,12 +24,16 @@ from mnist_tutorial.checkpoint import CheckpointError
 from mnist_tutorial.cli import build_parser, main
 from mnist_tutorial.data import normalize
 from mnist_tutorial.export import (
+    BIAS_NAME,
+    CONTRIBUTIONS_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
     ExportError,
     PixelsToProbabilities,
+    block_name,
     export_onnx,
 )
+from mnist_tutorial.model import look_inside
 from mnist_tutorial.predict import preprocess_image
 
 SAMPLES = Path(__file__).resolve().parent.parent / "book" / "samples"
@@ -290,3 +294,44 @@ def test_command_misuse_is_one_line_and_exit_code_2(
 def test_command_defaults_to_the_shipped_model() -> None:
     args = build_parser().parse_args(["export-onnx"])
     assert args.checkpoint is None and args.out == Path("mnist_model.onnx")
+
+
+@pytest.mark.slow
+def test_the_inside_export_returns_what_look_inside_computes(
+    odd, tmp_path: Path
+) -> None:
+    checkpoint, model, normalization, plain, _ = odd
+    out = tmp_path / "inside.onnx"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        command = ["export-onnx", "--checkpoint", str(checkpoint), "--out", str(out)]
+        assert main([*command, "--inside"]) == 0
+    assert (
+        printed.getvalue()
+        .rstrip()
+        .endswith("(batch, 10), each block's maps, contributions and bias")
+    )
+    onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    names = [OUTPUT_NAME, *map(block_name, (1, 2, 3)), CONTRIBUTIONS_NAME, BIAS_NAME]
+    assert [output.name for output in session.get_outputs()] == names
+    batch = pictures()
+    probabilities, *maps, contributions, bias = session.run(names, {INPUT_NAME: batch})
+    # The probabilities are the plain export's.
+    np.testing.assert_allclose(
+        probabilities, onnx_probabilities(plain, batch), atol=1e-6
+    )
+    view = look_inside(model, normalize(torch.from_numpy(batch[:, 0]), *normalization))
+    for actual, expected in zip(maps, view.feature_maps, strict=True):
+        np.testing.assert_allclose(actual, expected.numpy(), atol=1e-4)
+    np.testing.assert_allclose(contributions, view.contributions.numpy(), atol=1e-4)
+    np.testing.assert_allclose(bias, np.tile(view.bias.numpy(), (len(batch), 1)))
+
+
+def test_only_a_cnn_can_be_exported_with_its_inside(tmp_path: Path) -> None:
+    checkpoint = save_checkpoint(
+        tmp_path / "mlp.pt", build_model("mlp"), normalization=(0.1, 0.3)
+    )
+    with pytest.raises(ExportError, match="as in the cnn architecture"):
+        export_onnx(checkpoint, tmp_path / "mlp.onnx", inside=True)
+    assert not (tmp_path / "mlp.onnx").exists()

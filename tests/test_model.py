@@ -13,6 +13,7 @@ from mnist_tutorial.model import (
     build_model,
     count_parameters,
     format_summary,
+    look_inside,
     summarize,
 )
 
@@ -119,3 +120,31 @@ def test_a_slice_of_a_network_is_a_plain_sequential_of_its_layers() -> None:
     assert list(head) == list(model)[:2]
     assert isinstance(model[-1], torch.nn.Linear)
     assert head(torch.zeros(1, 1, 28, 28)).shape == (1, 48, 7, 7)
+
+
+@pytest.mark.parametrize("widths", [(24, 48, 96), (4, 8, 6)])
+def test_the_contributions_and_the_bias_sum_to_the_logits(
+    widths: tuple[int, int, int],
+) -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn", widths=widths)
+    images = torch.randn(5, 1, 28, 28)
+    view = look_inside(model, images)
+    assert model.training  # the mode it had is given back
+    model.eval()
+    with torch.no_grad():
+        logits = model(images)
+    first, second, third = widths
+    shapes = [tuple(maps.shape) for maps in view.feature_maps]
+    assert shapes == [(5, first, 14, 14), (5, second, 7, 7), (5, third, 7, 7)]
+    assert view.contributions.shape == (5, 10, 7, 7)
+    total = view.contributions.sum(dim=(2, 3)) + view.bias
+    torch.testing.assert_close(total, logits, atol=1e-5, rtol=1e-5)
+    # Each map is the block's output after its ReLU: nothing negative.
+    assert all(float(maps.min()) >= 0 for maps in view.feature_maps)
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet5", "cnn_large"])
+def test_looking_inside_needs_a_linear_head_on_the_last_maps(name: str) -> None:
+    with pytest.raises(ValueError, match="as in the cnn architecture"):
+        look_inside(build_model(name), torch.zeros(1, 1, 28, 28))
