@@ -18,6 +18,8 @@ PAGES = [
     "book/05_your_digits",
     "book/06_experiments",
     "book/07_from_scratch",
+    # The live demo: a part of its own, between the chapters and the reference pages.
+    "book/demo",
     "book/model_card",
     "book/glossary",
     "book/references",
@@ -55,8 +57,9 @@ def figure_count(notebook: Path) -> int:
 def test_toc_lists_the_chapters_in_order() -> None:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     assert toc["format"] == "jb-book"
-    chapters, reference = toc["parts"]
-    assert chapters["numbered"] is True and not reference.get("numbered")
+    chapters, try_it, reference = toc["parts"]
+    assert chapters["numbered"] is True
+    assert not try_it.get("numbered") and not reference.get("numbered")
     listed = [entry["file"] for part in toc["parts"] for entry in part["chapters"]]
     assert [toc["root"], *listed] == PAGES
     for page in PAGES:

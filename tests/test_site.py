@@ -1,10 +1,12 @@
 """The published site in a real browser (Playwright driving Debian's Chromium), with no network.
 
 Every page of the built book loads with no console error, every image, script and style
-sheet resolves, the table of contents works, the chapters' widgets and math render, and
-the live demo reads drawn and uploaded digits exactly as the Python package does.
-Screenshots, timings and the demo's agreement with Python are saved under
-$MNIST_SITE_ARTIFACTS (default build/test-artifacts/site)."""
+sheet resolves, the table of contents works (the menu and page-contents buttons on a phone
+and a desktop), code fits its column on a desktop, the chapters' widgets and math render,
+and the live demo reads drawn and uploaded digits exactly as the Python package does, and
+says when it cannot. Screenshots of every page at a desktop's and a phone's width, timings
+and the demo's agreement with Python are saved under $MNIST_SITE_ARTIFACTS (default
+build/test-artifacts/site)."""
 
 from __future__ import annotations
 
@@ -42,11 +44,18 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-# sphinx-thebe registers its script twice, even with Thebe off: every page logs this
-# (book-toolchain notes).
-KNOWN_CONSOLE_ERRORS = re.compile(
-    r"Identifier 'THEBE_JS_URL' has already been declared"
-)
+#: The widths a reader meets the site at: a laptop's screen and a phone's.
+WIDTHS = {"desk": (1366, 900), "phone": (390, 844)}
+#: Code blocks allowed to be wider than their column at 1366 px, per page: none. The
+#: package's source, shown by the chapters, and the chapters' code cells are formatted to
+#: 88 columns and set in a font that fits 88 columns, and outputs wrap.
+CODE_WIDER_THAN_COLUMN: dict[str, int] = {}
+#: Figures allowed to be shown smaller than their natural size at 1366 px, per page. The
+#: figures are made to fit the column (mnist_tutorial.plots.MAX_FIGURE_WIDTH_IN), so that
+#: their text shows at 9 pt or more. Chapter 6's seven figures are the exception: its
+#: stored outputs predate that size and it takes 30 minutes to execute; they are allowed
+#: until issue 13 executes chapter 6 again, and this entry must then go.
+FIGURES_SHRUNK = {"book/06_experiments.html": 7}
 CDN_HOSTS = re.compile(
     r"cdn\.jsdelivr\.net|cdnjs\.cloudflare\.com|unpkg\.com|mathjax\.org|googleapis\.com"
 )
@@ -145,8 +154,15 @@ def browser() -> Iterator[Any]:
 class Visit:
     """A browser page that records what went wrong while it loaded: console errors, failures, outside requests."""
 
-    def __init__(self, browser: Any, base: str) -> None:
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+    def __init__(
+        self, browser: Any, base: str, width: int = 1280, height: int = 900
+    ) -> None:
+        phone = width < 600
+        self.context = browser.new_context(
+            viewport={"width": width, "height": height},
+            is_mobile=phone,
+            has_touch=phone,
+        )
         self.outside: list[str] = []
         self.errors: list[str] = []
         self.broken: list[str] = []
@@ -183,12 +199,6 @@ class Visit:
         else:
             self.outside.append(route.request.url)
             route.abort()
-
-    def unexpected_errors(self) -> list[str]:
-        """Return the console errors other than sphinx-thebe's known one."""
-        return [
-            error for error in self.errors if not KNOWN_CONSOLE_ERRORS.search(error)
-        ]
 
     def close(self) -> None:
         self.context.close()
@@ -301,9 +311,7 @@ def test_every_page_loads_offline_with_no_errors(
         )
         assert not visit.outside, f"{page_path}: asked the network for {visit.outside}"
         assert not visit.broken, f"{page_path}: failed requests: {visit.broken}"
-        assert not visit.unexpected_errors(), (
-            f"{page_path}: console errors: {visit.unexpected_errors()}"
-        )
+        assert not visit.errors, f"{page_path}: console errors: {visit.errors}"
     artifact("pages.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
@@ -316,13 +324,173 @@ def test_toc_links_reach_every_page(server: str, visit: Visit) -> None:
     assert not missing, f"the sidebar has no link to {sorted(missing)}"
     for link in links:
         assert resolves(link), f"sidebar link {link} does not resolve"
-    # A reader can follow the links: chapter 5, then its section, the demo.
+    # A reader can follow the links: chapter 5, then the demo, which has its own place in
+    # the sidebar (a part of its own, not folded under chapter 5).
     visit.page.click(".bd-sidebar a.reference.internal[href$='05_your_digits.html']")
     visit.page.wait_for_url("**/book/05_your_digits.html")
-    visit.page.click(".bd-sidebar a.reference.internal[href$='demo.html']")
+    demo_link = visit.page.locator(
+        ".bd-sidebar a.reference.internal[href$='demo.html']"
+    )
+    assert demo_link.is_visible()
+    demo_link.click()
     visit.page.wait_for_url("**/book/demo.html")
-    # The TOC numbers the demo as a section of chapter 5: "5.N. Try it: ...".
-    assert re.match(r"5\.\d+\. Try it", visit.page.title()), visit.page.title()
+    assert visit.page.title().startswith("Try it"), visit.page.title()
+    # The intro sends readers to it.
+    visit.page.goto(server + "book/intro.html", wait_until="load")
+    assert visit.page.locator(".admonition a[href$='demo.html']").count() == 1
+
+
+def test_phone_menu_and_page_contents_open(browser: Any, server: str) -> None:
+    visit = Visit(browser, server, *WIDTHS["phone"])
+    try:
+        page = visit.page
+        page.goto(server + "book/03_training.html", wait_until="load")
+        # One search box, and one menu and one page-contents button: the theme's scripts
+        # bind to the first of each.
+        assert page.locator(".primary-toggle").count() == 1
+        assert page.locator(".secondary-toggle").count() == 1
+        assert page.locator(".search-button__button:visible").count() == 1
+        page.tap(".primary-toggle")
+        drawer = page.locator("#pst-primary-sidebar-modal")
+        page.wait_for_function(
+            "() => document.querySelector('#pst-primary-sidebar-modal').open"
+        )
+        chapters = drawer.locator("a.reference.internal:visible").all_inner_texts()
+        for title in ["1. Exploring MNIST", "7. Under the hood", "Try it", "Glossary"]:
+            assert any(text.strip().startswith(title) for text in chapters), chapters
+        page.screenshot(path=artifact("phone-menu.png"))
+        drawer.locator("a.reference.internal[href$='04_mistakes.html']").click()
+        page.wait_for_url("**/book/04_mistakes.html")
+        page.tap(".secondary-toggle")
+        page.wait_for_function(
+            "() => document.querySelector('#pst-secondary-sidebar-modal').open"
+        )
+        sections = page.locator(
+            "#pst-secondary-sidebar-modal a:visible"
+        ).all_inner_texts()
+        assert any(text.startswith("4.1.") for text in sections), sections
+        page.screenshot(path=artifact("phone-page-contents.png"))
+        assert not visit.errors and not visit.outside and not visit.broken
+    finally:
+        visit.close()
+
+
+def test_phone_opens_a_figure_at_full_size(browser: Any, server: str) -> None:
+    """On a phone a figure shrinks to the screen; a tap opens the picture itself."""
+    visit = Visit(browser, server, *WIDTHS["phone"])
+    try:
+        page = visit.page
+        page.goto(server + "book/04_mistakes.html", wait_until="load")
+        links = page.locator(".bd-content div.cell_output a.book-figure-link")
+        assert links.count() >= 6  # every figure of the chapter is a link
+        figure = links.first.locator("img")
+        natural, shown = figure.evaluate(
+            "i => [i.naturalWidth, i.getBoundingClientRect().width]"
+        )
+        assert shown < natural <= 757  # shrunk to the phone, made for the desktop
+        links.first.scroll_into_view_if_needed()
+        figure.tap()
+        page.wait_for_url("**/_images/*.png")
+        assert page.evaluate("() => document.images[0].naturalWidth") == natural
+        assert not visit.errors and not visit.outside and not visit.broken
+    finally:
+        visit.close()
+
+
+def test_desktop_menu_hides_and_shows_the_sidebar(browser: Any, server: str) -> None:
+    visit = Visit(browser, server, *WIDTHS["desk"])
+    try:
+        page = visit.page
+        page.goto(server + "book/intro.html", wait_until="load")
+        sidebar = page.locator("#pst-primary-sidebar")
+        assert page.locator(".search-button__button:visible").count() == 1
+        assert sidebar.is_visible()
+        page.click(".primary-toggle")
+        page.wait_for_function(
+            "() => !document.querySelector('#pst-primary-sidebar').offsetWidth"
+        )
+        page.click(".primary-toggle")
+        page.wait_for_function(
+            "() => document.querySelector('#pst-primary-sidebar').offsetWidth > 100"
+        )
+        # A favicon and a logo, both served by the site.
+        icon = page.get_attribute("link[rel=icon]", "href")
+        assert icon and resolves(urllib.parse.urljoin(page.url, icon))
+        logo = page.locator(".navbar-brand img.logo__image:visible")
+        assert logo.count() == 1
+        assert logo.evaluate("img => img.naturalWidth") > 0
+        assert not visit.errors and not visit.outside and not visit.broken
+    finally:
+        visit.close()
+
+
+PAGE_PROBE = """() => ({
+    cut: [...document.querySelectorAll('article pre')]
+        .filter(p => p.scrollWidth > p.clientWidth + 2)
+        .map(p => p.textContent.split('\\n').reduce((a, b) => a.length > b.length ? a : b, '')),
+    pageScroll: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    figures: [...document.querySelectorAll('.bd-content div.cell_output img')]
+        .filter(i => !i.closest('.widget-subarea'))
+        .map(i => ({src: i.src.split('/').pop(), natural: i.naturalWidth,
+                    shown: Math.round(i.getBoundingClientRect().width * 10) / 10})),
+})"""
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_pages_fit_the_screen(browser: Any, server: str, width: str) -> None:
+    """Every page at a desktop's and a phone's width: no console error, nothing pushes the
+    page sideways, code fits its column on the desktop; a screenshot of each."""
+    visit = Visit(browser, server, *WIDTHS[width])
+    report = {}
+    try:
+        for page_path in [f"{page}.html" for page in toc_pages()]:
+            page = visit.page
+            page.goto(server + page_path, wait_until="load")
+            wait_for_math_and_widgets(page)
+            page.evaluate("() => document.fonts.ready")
+            probe = page.evaluate(PAGE_PROBE)
+            shrunk = [
+                figure
+                for figure in probe["figures"]
+                if figure["natural"] > figure["shown"] + 1
+            ]
+            report[page_path] = {
+                "code_wider_than_column": len(probe["cut"]),
+                "figures": len(probe["figures"]),
+                "figures_shrunk": len(shrunk),
+            }
+            name = page_path.replace("/", "__").removesuffix(".html")
+            page.screenshot(
+                path=artifact(f"screen-{width}-{name}.jpg"),
+                full_page=True,
+                type="jpeg",
+                quality=70,
+            )
+            assert not visit.errors, f"{page_path}: console errors: {visit.errors}"
+            assert not visit.outside and not visit.broken, (visit.outside, visit.broken)
+            # Wide tables and code scroll inside their own boxes, never the page.
+            assert probe["pageScroll"] <= 1, (
+                f"{page_path} at {width} is {probe['pageScroll']} px wider than the screen"
+            )
+            if width == "desk":
+                allowed = CODE_WIDER_THAN_COLUMN.get(page_path, 0)
+                assert len(probe["cut"]) <= allowed, (
+                    f"{page_path}: {len(probe['cut'])} code blocks wider than the column "
+                    f"(allowed {allowed}), e.g. {probe['cut'][:3]}"
+                )
+                # Every figure at its own size (naturalWidth <= shown width + 1): no text
+                # in it smaller than MIN_FONT_PT, 12.5 px.
+                assert all(figure["natural"] > 0 for figure in probe["figures"])
+                allowed = FIGURES_SHRUNK.get(page_path, 0)
+                assert len(shrunk) <= allowed, (
+                    f"{page_path}: {len(shrunk)} figures shown smaller than their size "
+                    f"(allowed {allowed}): {shrunk[:3]}"
+                )
+    finally:
+        artifact(f"code-fit-{width}.json").write_text(
+            json.dumps(report, indent=2) + "\n"
+        )
+        visit.close()
 
 
 @pytest.fixture()
@@ -426,7 +594,7 @@ def test_demo_reads_drawn_digits_like_python(demo: Visit) -> None:
         "ms_per_prediction_max": round(timings[-1], 2),
     }
     artifact("demo-drawing.json").write_text(json.dumps(summary, indent=2) + "\n")
-    assert not demo.unexpected_errors() and not demo.outside and not demo.broken
+    assert not demo.errors and not demo.outside and not demo.broken
 
 
 def test_demo_reads_uploaded_files_like_python(demo: Visit) -> None:
@@ -444,7 +612,32 @@ def test_demo_reads_uploaded_files_like_python(demo: Visit) -> None:
         )
         assert agreement["max_pixel_difference"] == 0, (name, agreement)
         assert page.text_content(".mnist-demo-answer") == str(true_digit)
-    assert not demo.unexpected_errors() and not demo.outside and not demo.broken
+    assert not demo.errors and not demo.outside and not demo.broken
+
+
+DEMO_STATE = """() => ({
+    answer: document.querySelector('.mnist-demo-answer').hidden
+        ? '' : document.querySelector('.mnist-demo-answer').textContent,
+    verdict: document.querySelector('.mnist-demo-verdict').textContent,
+    error: document.querySelector('.mnist-demo-error').hidden
+        ? '' : document.querySelector('.mnist-demo-error').textContent,
+    values: [...document.querySelectorAll('.mnist-demo-value')].map(v => v.textContent),
+    fills: [...document.querySelectorAll('.mnist-demo-fill')].map(f => f.style.width),
+    file: document.querySelector('.mnist-demo-upload').value,
+    result: document.querySelector('#mnist-demo').dataset.result,
+    padInk: (() => {
+        const pad = document.querySelector('.mnist-demo-pad');
+        const data = pad.getContext('2d').getImageData(0, 0, pad.width, pad.height).data;
+        return data.some(value => value !== 255);
+    })(),
+})"""
+
+
+def assert_no_reading(state: dict[str, Any]) -> None:
+    """Nothing of an earlier reading is on screen: no answer, no bars."""
+    assert state["answer"] in {"", "…"} and not state["verdict"], state
+    assert set(state["values"]) == {"–"}, state
+    assert set(state["fills"]) <= {"0", "0px", ""}, state
 
 
 def test_demo_explains_pictures_it_cannot_read(demo: Visit, tmp_path: Path) -> None:
@@ -457,13 +650,95 @@ def test_demo_explains_pictures_it_cannot_read(demo: Visit, tmp_path: Path) -> N
         (blank, "no ink found"),
         (not_a_picture, "not a picture the browser can read"),
     ]:
+        # A good picture first: its answer and bars must not survive the bad one.
+        before = page.evaluate("() => window.mnistDemo.count")
+        page.set_input_files(".mnist-demo-upload", str(SAMPLES / UPLOADS[0]))
+        page.wait_for_function("n => window.mnistDemo.count > n", arg=before)
+        page.evaluate("() => window.mnistDemo.idle()")
+        assert page.evaluate(DEMO_STATE)["answer"] == "2"
         page.set_input_files(".mnist-demo-upload", str(path))
         page.wait_for_function(
-            "m => document.querySelector('.mnist-demo-status').textContent.includes(m)",
+            "m => document.querySelector('.mnist-demo-error').textContent"
+            ".toLowerCase().includes(m)",
             arg=message,
         )
-    assert page.evaluate("() => window.mnistDemo.count") == 0
-    assert not demo.unexpected_errors() and not demo.outside and not demo.broken
+        state = page.evaluate(DEMO_STATE)
+        # The error is where the answer was, and it is the only thing there.
+        assert state["result"] == "error" and message in state["error"].lower(), state
+        assert_no_reading(state)
+        assert page.locator(".mnist-demo-reading .mnist-demo-error").is_visible()
+        if path == not_a_picture:
+            assert not state["padInk"], "the old picture stayed beside the error"
+    page.locator("#mnist-demo").screenshot(path=artifact("demo-error.png"))
+    # Clear starts again: empty pad, no error, no file chosen.
+    page.click(".mnist-demo-clear")
+    state = page.evaluate(DEMO_STATE)
+    assert_no_reading(state)
+    assert not state["error"] and not state["file"] and not state["padInk"], state
+    assert not demo.errors and not demo.outside and not demo.broken
+
+
+def test_demo_clear_resets_everything(demo: Visit) -> None:
+    page = demo.page
+    before = page.evaluate("() => window.mnistDemo.count")
+    page.set_input_files(".mnist-demo-upload", str(SAMPLES / UPLOADS[1]))
+    page.wait_for_function("n => window.mnistDemo.count > n", arg=before)
+    page.evaluate("() => window.mnistDemo.idle()")
+    state = page.evaluate(DEMO_STATE)
+    assert state["answer"] == "3" and state["file"] and state["padInk"], state
+    # Keyboard: Clear is a button reached with Tab and pressed with Enter.
+    page.focus(".mnist-demo-clear")
+    page.keyboard.press("Enter")
+    state = page.evaluate(DEMO_STATE)
+    assert_no_reading(state)
+    assert not state["file"] and not state["padInk"] and state["result"] == "none"
+    # The same file can be chosen again straight away, and is read again.
+    before = page.evaluate("() => window.mnistDemo.count")
+    page.set_input_files(".mnist-demo-upload", str(SAMPLES / UPLOADS[1]))
+    page.wait_for_function("n => window.mnistDemo.count > n", arg=before)
+    assert not demo.errors and not demo.outside and not demo.broken
+
+
+def test_demo_shows_doubt_and_is_accessible(demo: Visit) -> None:
+    page = demo.page
+    # A clear 7 is read with confidence, in full.
+    page.click(".mnist-demo-clear")
+    draw(page, DRAWINGS[7])
+    reading = page.evaluate("() => window.mnistDemo.idle()")
+    assert max(reading["probabilities"]) >= 0.6
+    state = page.evaluate(DEMO_STATE)
+    assert state["verdict"] == "it reads" and state["result"] == "sure", state
+    # A plus sign is no digit: the model spreads its probability, and the page says it is
+    # guessing, in a lighter, thinner answer.
+    page.click(".mnist-demo-clear")
+    draw(page, [[(0.2, 0.5), (0.8, 0.5)], [(0.5, 0.2), (0.5, 0.8)]])
+    reading = page.evaluate("() => window.mnistDemo.idle()")
+    best = max(reading["probabilities"])
+    assert best < 0.6, f"a drawn + read as {reading['digit']} with {best:.1%}"
+    state = page.evaluate(DEMO_STATE)
+    assert state["verdict"] == "not sure: maybe" and state["result"] == "unsure"
+    answer = page.locator(".mnist-demo-answer")
+    assert int(answer.evaluate("a => getComputedStyle(a).fontWeight")) < 400
+    page.locator("#mnist-demo").screenshot(path=artifact("demo-unsure.png"))
+    # Every control has a name; the bars have a text alternative; focus is visible.
+    assert page.get_attribute(".mnist-demo-pad", "aria-label")
+    upload_id = page.get_attribute(".mnist-demo-upload", "id")
+    assert page.locator(f"label[for='{upload_id}']").inner_text().strip()
+    assert page.get_attribute(".mnist-demo-bars", "aria-label")
+    bar = page.locator(".mnist-demo-bar").nth(reading["digit"])
+    assert bar.inner_text().replace("\n", " ").strip().endswith("%")
+    # Keyboard: from Clear, Tab reaches the upload, drawn as a button with a visible focus.
+    page.focus(".mnist-demo-clear")
+    page.keyboard.press("Tab")
+    assert page.evaluate(
+        "() => document.activeElement.classList.contains('mnist-demo-upload')"
+    )
+    outline = page.evaluate(
+        "() => getComputedStyle(document.querySelector('.mnist-demo-upload + label'))"
+        ".outlineStyle"
+    )
+    assert outline not in {"none", ""}, outline
+    assert not demo.errors and not demo.outside and not demo.broken
 
 
 def agreement_pictures(folder: Path) -> list[tuple[str, bytes]]:
@@ -531,4 +806,4 @@ def test_demo_agrees_with_python_on_every_sample(demo: Visit, tmp_path: Path) ->
         row for row in rows if row["browser_digit"] != row["python_digit"]
     ][:5]
     assert summary["max_probability_difference"] < 1e-3
-    assert not demo.unexpected_errors() and not demo.outside and not demo.broken
+    assert not demo.errors and not demo.outside and not demo.broken

@@ -13,6 +13,10 @@
   const PEN_WIDTH = 18;
   const INPUT_NAME = "image";
   const OUTPUT_NAME = "probabilities";
+  // Below this probability the answer is shown as a guess ("not sure: maybe 4"), lighter and
+  // not bold: chapter 4 measured how often the model is right at each confidence.
+  const SURE = 0.6;
+  const INSTRUCTIONS = "Draw a digit in the box, as large as the box, or upload a picture.";
 
   function element(tag, attributes = {}, children = []) {
     const node = document.createElement(tag);
@@ -60,35 +64,50 @@
     }
 
     build() {
-      this.canvas = element("canvas", { width: 280, height: 280, class: "mnist-demo-pad",
-                                        "aria-label": "drawing area: draw one digit here" });
+      const id = (name) => `${this.root.id || "mnist-demo"}-${name}`;
+      this.canvas = element("canvas", { width: 280, height: 280, class: "mnist-demo-pad", role: "img",
+                                        "aria-label": "drawing area: draw one digit here with the mouse, " +
+                                                      "a pen or a finger (or upload a picture below)" });
       this.context = this.canvas.getContext("2d", { willReadFrequently: true });
-      this.clearButton = element("button", { type: "button", class: "mnist-demo-clear" }, ["Clear"]);
-      this.upload = element("input", { type: "file", accept: "image/*", class: "mnist-demo-upload",
-                                       "aria-label": "upload a picture of a digit" });
-      this.seen = element("canvas", { width: 28, height: 28, class: "mnist-demo-seen",
+      this.clearButton = element("button", { type: "button", class: "mnist-demo-button mnist-demo-clear" },
+                                 ["Clear"]);
+      // The file input stays in the page (keyboard, screen readers, the tests) but is drawn as
+      // the button its label is.
+      this.upload = element("input", { type: "file", accept: "image/*", id: id("upload"),
+                                       class: "mnist-demo-upload visually-hidden" });
+      const uploadLabel = element("label", { for: id("upload"), class: "mnist-demo-button" },
+                                  ["Upload a picture…"]);
+      this.seen = element("canvas", { width: 28, height: 28, class: "mnist-demo-seen", role: "img",
                                       "aria-label": "the 28x28 picture the model reads" });
-      this.answer = element("div", { class: "mnist-demo-answer", "aria-live": "polite" }, ["…"]);
+      this.verdict = element("div", { class: "mnist-demo-verdict" });
+      this.answer = element("div", { class: "mnist-demo-answer" }, ["…"]);
+      // Errors take the answer's place, so that nothing of an earlier reading stays on screen.
+      this.error = element("p", { class: "mnist-demo-error", role: "alert" });
+      this.error.hidden = true;
+      this.reading = element("div", { class: "mnist-demo-reading", "aria-live": "polite", id: id("reading") },
+                             [this.verdict, this.answer, this.error]);
       this.status = element("p", { class: "mnist-demo-status", role: "status" }, ["Loading the model…"]);
       this.bars = [];
-      const chart = element("div", { class: "mnist-demo-bars" });
+      const chart = element("ul", { class: "mnist-demo-bars", "aria-label": "probability the model gives each digit" });
       for (let digit = 0; digit < 10; digit++) {
         const fill = element("span", { class: "mnist-demo-fill" });
         const value = element("span", { class: "mnist-demo-value" }, ["–"]);
-        chart.append(element("div", { class: "mnist-demo-bar", "data-digit": String(digit) }, [
-          element("span", { class: "mnist-demo-label" }, [String(digit)]),
-          element("span", { class: "mnist-demo-track" }, [fill]), value]));
+        chart.append(element("li", { class: "mnist-demo-bar", "data-digit": String(digit) }, [
+          element("span", { class: "mnist-demo-label" }, [
+            element("span", { class: "visually-hidden" }, ["digit "]), String(digit),
+            element("span", { class: "visually-hidden" }, [": "])]),
+          element("span", { class: "mnist-demo-track", "aria-hidden": "true" }, [fill]), value]));
         this.bars.push({ fill, value });
       }
       this.root.replaceChildren(
         element("div", { class: "mnist-demo-input" }, [
           this.canvas,
-          element("div", { class: "mnist-demo-tools" }, [
-            this.clearButton, element("label", {}, ["or upload a picture: ", this.upload])])]),
+          element("div", { class: "mnist-demo-tools" }, [this.clearButton, this.upload, uploadLabel]),
+          element("p", { class: "mnist-demo-hint" }, ["…or drop a picture on the box."])]),
         element("div", { class: "mnist-demo-output" }, [
           element("div", { class: "mnist-demo-top" }, [
             element("figure", {}, [this.seen, element("figcaption", {}, ["what the model sees"])]),
-            this.answer]),
+            this.reading]),
           chart, this.status]));
       this.clear();
       this.listen();
@@ -157,10 +176,11 @@
           executionProviders: ["wasm"], graphOptimizationLevel: "all",
         });
         this.root.dataset.state = "ready";
-        this.say("Draw a digit in the box, as large as the box.");
+        this.say(INSTRUCTIONS);
       } catch (error) {
         this.root.dataset.state = "error";
-        this.say(`The model could not be loaded (${error.message || error}); reload the page.`);
+        this.showError(`The model could not be loaded (${error.message || error}); reload the page.`);
+        this.say("");
         throw error;
       }
     }
@@ -169,20 +189,48 @@
       this.status.textContent = message;
     }
 
+    /** Start again: an empty pad, no answer, no error, no file chosen. */
     clear() {
+      this.clearPad();
+      this.clearResult();
+      this.upload.value = "";
+      if (this.session) this.say(INSTRUCTIONS);
+    }
+
+    clearPad() {
       this.context.fillStyle = "#ffffff";
       this.context.fillRect(0, 0, this.canvas.width, this.canvas.height);
       this.context.strokeStyle = "#000000";
       this.context.lineWidth = PEN_WIDTH;
       this.context.lineCap = "round";
       this.context.lineJoin = "round";
+    }
+
+    /** Remove the last reading (picture seen, answer, bars) and any error. */
+    clearResult() {
       this.seen.getContext("2d").clearRect(0, 0, 28, 28);
+      this.verdict.textContent = "";
       this.answer.textContent = "…";
+      this.answer.hidden = false;
+      this.error.textContent = "";
+      this.error.hidden = true;
+      this.reading.classList.remove("mnist-demo-unsure", "mnist-demo-failed");
+      this.root.dataset.result = "none";
       for (const bar of this.bars) {
         bar.fill.style.width = "0";
+        bar.fill.classList.remove("mnist-demo-best");
         bar.value.textContent = "–";
       }
-      if (this.session) this.say("Draw a digit in the box, as large as the box.");
+    }
+
+    /** Show why a picture could not be read, where the answer was; no earlier reading stays. */
+    showError(message) {
+      this.clearResult();
+      this.answer.hidden = true;
+      this.error.textContent = message.charAt(0).toUpperCase() + message.slice(1);
+      this.error.hidden = false;
+      this.reading.classList.add("mnist-demo-failed");
+      this.root.dataset.result = "error";
     }
 
     /** Run one prediction at a time; while one runs, keep only the latest request (an older one resolves to null). */
@@ -233,9 +281,18 @@
 
     async predictFile(file) {
       const started = performance.now();
-      const { pixels, width, height, bitmap } = await decode(file);
+      let decoded;
+      try {
+        decoded = await decode(file);
+      } catch (error) {
+        // Nothing of the previous drawing or reading stays beside the error.
+        this.clearPad();
+        throw error;
+      }
+      const { pixels, width, height, bitmap } = decoded;
       // Show the picture in the drawing area (display only: the model reads the decoded pixels).
-      this.clear();
+      this.clearPad();
+      this.clearResult();
       const scale = Math.min(this.canvas.width / width, this.canvas.height / height);
       this.context.drawImage(bitmap, (this.canvas.width - width * scale) / 2, (this.canvas.height - height * scale) / 2,
                              width * scale, height * scale);
@@ -250,7 +307,8 @@
         steps = MnistPreprocess.preprocess(pixels, width, height);
       } catch (error) {
         if (error instanceof MnistPreprocess.InvalidImageError) {
-          this.say(error.message);
+          this.showError(error.message);
+          this.say(source === "upload" ? "Try another picture, or draw a digit in the box." : INSTRUCTIONS);
           return null;
         }
         throw error;
@@ -281,21 +339,37 @@
         image.data.set([255 - ink, 255 - ink, 255 - ink, 255], 4 * i);
       });
       seen.putImageData(image, 0, 0);
+      const best = probabilities[digit];
+      const sure = best >= SURE;
+      this.error.hidden = true;
+      this.error.textContent = "";
+      this.answer.hidden = false;
       this.answer.textContent = String(digit);
+      this.verdict.textContent = sure ? "it reads" : "not sure: maybe";
+      this.reading.classList.remove("mnist-demo-failed");
+      this.reading.classList.toggle("mnist-demo-unsure", !sure);
+      this.root.dataset.result = sure ? "sure" : "unsure";
       probabilities.forEach((p, i) => {
         this.bars[i].fill.style.width = `${(100 * p).toFixed(1)}%`;
         this.bars[i].value.textContent = `${(100 * p).toFixed(1)}%`;
         this.bars[i].fill.classList.toggle("mnist-demo-best", i === digit);
       });
-      this.say(`It reads ${digit}, with probability ${(100 * probabilities[digit]).toFixed(1)}%.`);
+      const percent = (p) => `${(100 * p).toFixed(1)}%`;
+      if (sure) {
+        this.say(`It reads ${digit}, with probability ${percent(best)}.`);
+      } else {
+        const second = probabilities.indexOf(Math.max(...probabilities.filter((_, i) => i !== digit)));
+        this.say(`Not sure: maybe ${digit} (${percent(best)}), maybe ${second} (${percent(probabilities[second])}).`);
+      }
     }
 
     fail(error) {
       if (error instanceof MnistPreprocess.InvalidImageError) {
-        this.say(error.message);
+        this.showError(error.message);
+        this.say("Try another picture, or draw a digit in the box.");
         return;
       }
-      this.say(`Something went wrong: ${error.message || error}`);
+      this.showError(`Something went wrong: ${error.message || error}`);
       console.error(error);
     }
   }

@@ -11,6 +11,13 @@ to every page, and a widget manager loaded twice draws every widget twice):
   written by ``python -m mnist_tutorial export-onnx``.
 
 ``_config.yml`` points myst-nb's widget scripts and Sphinx's MathJax at ``_vendor/``.
+
+It also keeps sphinx-thebe's scripts off the pages while Thebe is off
+(``launch_buttons: thebe: false``). Jupyter Book always loads sphinx-thebe, which
+registers an inline script (``const THEBE_JS_URL = ...``) after the builder has started:
+Sphinx then adds it to every page twice, and the second copy throws "Identifier
+'THEBE_JS_URL' has already been declared" in every reader's console. With Thebe on, the
+copies are reduced to one.
 """
 
 from __future__ import annotations
@@ -158,6 +165,47 @@ def copy_assets(app: Sphinx) -> None:
     logger.info("offline assets: %d files in _vendor/ and _demo/", len(files))
 
 
+def _thebe_enabled(app: Sphinx) -> bool:
+    """Return whether _config.yml turns Thebe on (``launch_buttons: thebe``)."""
+    options = app.config.html_theme_options or {}
+    return bool((options.get("launch_buttons") or {}).get("thebe"))
+
+
+def _is_thebe_asset(asset: Any) -> bool:
+    """Return whether a page's script or style sheet is sphinx-thebe's."""
+    filename = str(getattr(asset, "filename", "") or "")
+    body = str(getattr(asset, "attributes", {}).get("body", ""))
+    return "sphinx-thebe" in filename or "THEBE_JS_URL" in body
+
+
+def _asset_key(asset: Any) -> tuple[str, str]:
+    """Identify a script or style sheet by its file and inline body."""
+    attributes = getattr(asset, "attributes", {})
+    return (str(getattr(asset, "filename", "") or ""), str(attributes.get("body", "")))
+
+
+def tidy_page_assets(
+    app: Sphinx,
+    pagename: str,
+    templatename: str,
+    context: dict[str, Any],
+    doctree: Any,
+) -> None:
+    """Give a page each script and style sheet once; none of Thebe's while it is off."""
+    drop_thebe = not _thebe_enabled(app)
+    for key in ("script_files", "css_files"):
+        if key not in context:
+            continue
+        seen: set[tuple[str, str]] = set()
+        kept = []
+        for asset in context[key]:
+            if (drop_thebe and _is_thebe_asset(asset)) or _asset_key(asset) in seen:
+                continue
+            seen.add(_asset_key(asset))
+            kept.append(asset)
+        context[key] = kept
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the configuration values and the copy step."""
     app.add_config_value("offline_assets_node_modules", "node_modules", "env", [str])
@@ -165,4 +213,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
         "offline_assets_model", "build/demo/mnist_cnn.onnx", "env", [str]
     )
     app.connect("builder-inited", copy_assets)
+    app.connect("html-page-context", tidy_page_assets)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
