@@ -47,6 +47,13 @@ DIGIT_COLORS: tuple[tuple[float, float, float], ...] = tuple(
 #: Ink is drawn dark on white: easier to read, and how the digits were written.
 INK_CMAP = "gray_r"
 WRONG_COLOR = "#c0392b"
+#: The widest figure, in inches at BOOK_STYLE's 100 dpi. The book's text column is about
+#: 757 px wide on a 1366 px screen; a notebook saves a figure trimmed to its drawing
+#: plus 0.1 in each side: a 7.3 in figure is at most about 750 px, shown at its
+#: own size, never shrunk (issue 16). Grids of panels shrink their panels to fit.
+MAX_FIGURE_WIDTH_IN = 7.3
+#: The smallest text in any figure, in points: 9 pt at 100 dpi is 12.5 px on the screen.
+MIN_FONT_PT = 9
 #: The book's look, applied by use_book_style.
 BOOK_STYLE: dict[RcKeyType, object] = {
     "figure.dpi": 100,
@@ -131,6 +138,15 @@ def _new_figure(
     return figure, axes
 
 
+def _panel_size(columns: int, wanted: float, *, extra: float = 0.0) -> float:
+    """Return the panel size of a grid of ``columns`` panels that fits the column.
+
+    ``wanted`` is the size asked for, in inches; ``extra`` the width beside the panels
+    (a colour bar). Panels shrink so that the figure is at most MAX_FIGURE_WIDTH_IN.
+    """
+    return min(wanted, (MAX_FIGURE_WIDTH_IN - extra) / max(1, columns))
+
+
 # ----- Images -------------------------------------------------------------------------
 
 
@@ -162,6 +178,7 @@ def plot_digit_grid(
         raise ValueError(f"images, labels (and predictions) differ in length: {sizes}")
     count = len(pixels)
     rows = max(1, -(-count // columns))
+    panel_size = _panel_size(columns, panel_size)
     figure, axes = _new_figure(
         rows, columns, figsize=(columns * panel_size, rows * panel_size + 0.5)
     )
@@ -180,7 +197,7 @@ def plot_digit_grid(
             caption = str(truth[index])
         ax.set_title(
             caption,
-            fontsize=9,
+            fontsize=MIN_FONT_PT,
             fontweight="normal",
             color=WRONG_COLOR if wrong else "black",
             pad=2,
@@ -205,8 +222,9 @@ def plot_weight_images(
     values = _as_numpy(weights).astype(np.float64)
     values = values.reshape(len(values), 28, 28)
     rows = max(1, -(-len(values) // columns))
+    panel_size = _panel_size(columns, 1.2, extra=0.8)
     figure, axes = _new_figure(
-        rows, columns, figsize=(columns * 1.2 + 0.8, rows * 1.2 + 0.5)
+        rows, columns, figsize=(columns * panel_size + 0.8, rows * panel_size + 0.5)
     )
     limit = np.abs(values).max()
     for index, ax in enumerate(axes.flat):
@@ -220,7 +238,7 @@ def plot_weight_images(
                 interpolation="nearest",
             )
             caption = captions[index] if captions is not None else f"unit {index}"
-            ax.set_title(caption, fontsize=8, fontweight="normal", pad=2)
+            ax.set_title(caption, fontsize=MIN_FONT_PT, fontweight="normal", pad=2)
     figure.colorbar(shown, ax=axes[:, -1], label=value_label, shrink=0.8)
     figure.suptitle(title)
     return figure
@@ -236,7 +254,7 @@ def plot_class_distribution(
 
     The 10 % of a balanced set is marked.
     """
-    figure, axes = _new_figure(figsize=(9, 3.6))
+    figure, axes = _new_figure(figsize=(MAX_FIGURE_WIDTH_IN, 3.6))
     ax = axes[0, 0]
     width = 0.8 / len(labels_by_split)
     digits = np.arange(10)
@@ -257,9 +275,9 @@ def plot_class_distribution(
     ax.set_xticks(digits)
     ax.set_xlabel("digit")
     ax.set_ylabel("share of the split (%)")
-    ax.set_ylim(0, 14)
+    ax.set_ylim(0, 15)
     ax.grid(axis="x", visible=False)
-    ax.legend(loc="upper center", ncols=len(labels_by_split) + 1)
+    ax.legend(loc="upper center", ncols=2)
     ax.set_title(title)
     return figure
 
@@ -270,7 +288,7 @@ def plot_intensity_histogram(
     """Return a histogram of all pixel values (0-255) with log counts (chapter 1)."""
     pixels = _as_numpy(images).reshape(-1)
     counts = np.bincount(pixels.astype(np.int64), minlength=256)
-    figure, axes = _new_figure(figsize=(9, 3.4))
+    figure, axes = _new_figure(figsize=(MAX_FIGURE_WIDTH_IN, 3.2))
     ax = axes[0, 0]
     ax.bar(np.arange(256), counts, width=1.0, color="C0")
     ax.set_yscale("log")
@@ -307,7 +325,7 @@ def plot_measure_by_digit(
     """
     measure = _as_numpy(values).astype(np.float64)
     truth = _as_numpy(labels)
-    figure, axes = _new_figure(figsize=(9, 3.4))
+    figure, axes = _new_figure(figsize=(MAX_FIGURE_WIDTH_IN, 3.2))
     ax = axes[0, 0]
     boxes = ax.boxplot(
         [measure[truth == digit] for digit in range(10)],
@@ -339,7 +357,9 @@ def plot_embedding(
     Each digit's median is labelled.
     """
     truth = _as_numpy(labels)
-    figure, axes = _new_figure(1, len(embeddings), figsize=(5.2 * len(embeddings), 5))
+    panels = len(embeddings)
+    size = _panel_size(panels, 5.0)
+    figure, axes = _new_figure(1, panels, figsize=(size * panels, size + 0.9))
     for ax, (name, points) in zip(axes.flat, embeddings.items(), strict=True):
         for digit in range(10):
             chosen = points[truth == digit]
@@ -356,7 +376,7 @@ def plot_embedding(
             ax.text(
                 *centre,
                 str(digit),
-                fontsize=15,
+                fontsize=13,
                 fontweight="bold",
                 ha="center",
                 va="center",
@@ -373,8 +393,17 @@ def plot_embedding(
         ax.set_ylabel(y_label)
         ax.set_title(name)
         ax.grid(False)
-    axes[0, -1].legend(
-        title="digit", markerscale=2.5, loc="center left", bbox_to_anchor=(1.0, 0.5)
+    # Under the panels, in one row: beside them it would take a panel's width.
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    figure.legend(
+        handles,
+        names,
+        title="digit",
+        markerscale=2.5,
+        loc="outside lower center",
+        ncols=len(names),
+        columnspacing=1.0,
+        handletextpad=0.2,
     )
     if title:
         figure.suptitle(title)
@@ -393,7 +422,7 @@ def plot_learning_curves(
     The loss is the epoch's mean; the accuracy is in percent.
     """
     epochs = np.arange(1, len(train_loss) + 1)
-    figure, axes = _new_figure(1, 2, figsize=(9, 3.4))
+    figure, axes = _new_figure(1, 2, figsize=(MAX_FIGURE_WIDTH_IN, 3.2))
     loss_ax, accuracy_ax = axes.flat
     loss_ax.plot(epochs, train_loss, marker="o", color="C0")
     loss_ax.set_xlabel("epoch")
@@ -432,6 +461,7 @@ def plot_feature_maps(
     values = values.reshape(-1, *values.shape[-2:])
     panels = len(values) + (image is not None)
     rows = max(1, -(-panels // columns))
+    panel_size = _panel_size(columns, panel_size, extra=0.9)
     figure, axes = _new_figure(
         rows, columns, figsize=(columns * panel_size + 0.9, rows * panel_size + 0.5)
     )
@@ -450,14 +480,14 @@ def plot_feature_maps(
         flat[0].imshow(
             pixels.reshape(pixels.shape[-2:]), cmap=INK_CMAP, interpolation="nearest"
         )
-        flat[0].set_title("input", fontsize=9, fontweight="normal", pad=2)
+        flat[0].set_title("input", fontsize=MIN_FONT_PT, fontweight="normal", pad=2)
         flat = flat[1:]
     # The grid may have more panels than there are maps: the extra ones stay blank.
     for index, (ax, values_of_map) in enumerate(zip(flat, values, strict=False)):
         shown = ax.imshow(values_of_map, interpolation="nearest", **scale)
         ax.set_title(
             captions[index] if captions is not None else f"map {index}",
-            fontsize=9,
+            fontsize=MIN_FONT_PT,
             fontweight="normal",
             pad=2,
         )
@@ -478,7 +508,7 @@ def plot_training_history(
     line marks the epoch with the lowest validation loss, whose weights ``fit`` keeps.
     """
     epochs = np.asarray(history.column("epoch"))
-    figure, axes = _new_figure(2, 2, figsize=(10, 6.4))
+    figure, axes = _new_figure(2, 2, figsize=(MAX_FIGURE_WIDTH_IN, 6.0))
     loss_ax, accuracy_ax, lr_ax, grad_ax = axes.flat
     for split, color in (("train", "C0"), ("val", "C1")):
         name = "training" if split == "train" else "validation"
@@ -501,18 +531,18 @@ def plot_training_history(
             label="lowest validation loss",
         )
         ax.legend()
-    loss_ax.set_ylabel("cross-entropy (nats per image)")
+    loss_ax.set_ylabel("cross-entropy (nats/image)")
     loss_ax.set_title("loss")
     accuracy_ax.set_ylabel("accuracy (%)")
     accuracy_ax.set_title("accuracy")
     lr_ax.plot(epochs, history.column("lr"), marker="o", color="C2")
     lr_ax.set_ylim(bottom=0, top=1.15 * max(history.column("lr")))
-    lr_ax.set_ylabel("learning rate (at the epoch's last step)")
+    lr_ax.set_ylabel("learning rate (last step)")
     lr_ax.set_title("learning rate")
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     grad_ax.plot(epochs, history.column("grad_norm"), marker="o", color="C3")
     grad_ax.set_ylim(bottom=0)
-    grad_ax.set_ylabel("gradient norm (mean over the epoch)")
+    grad_ax.set_ylabel("gradient norm (epoch mean)")
     grad_ax.set_title("gradient norm")
     for ax in axes.flat:
         ax.set_xlabel("epoch")
@@ -531,7 +561,7 @@ def plot_learning_rate_schedules(
 
     Every optimisation step is plotted, against epochs.
     """
-    figure, axes = _new_figure(figsize=(9, 3.4))
+    figure, axes = _new_figure(figsize=(MAX_FIGURE_WIDTH_IN, 3.2))
     ax = axes[0, 0]
     for position, (name, rates) in enumerate(schedules.items()):
         ax.plot(
@@ -562,7 +592,7 @@ def plot_confusion_matrix(
     counts = np.asarray(matrix)
     mistakes = counts.astype(np.float64)
     np.fill_diagonal(mistakes, np.nan)
-    figure, axes = _new_figure(figsize=(7.4, 6.2))
+    figure, axes = _new_figure(figsize=(MAX_FIGURE_WIDTH_IN, 6.2))
     ax = axes[0, 0]
     # The right answers outnumber the mistakes a hundredfold: colouring them too would
     # leave every mistake the same pale shade.
@@ -587,7 +617,7 @@ def plot_confusion_matrix(
             f"{counts[digit, digit]:,}",
             ha="center",
             va="center",
-            fontsize=7,
+            fontsize=MIN_FONT_PT,
             color="0.35",
         )
     ax.set_xlabel("predicted digit")
@@ -605,13 +635,16 @@ def plot_per_class_accuracy(
     The axis is zoomed, and its label says so.
     """
     percent = 100 * np.asarray(accuracy, dtype=np.float64)
-    figure, axes = _new_figure(figsize=(9, 3.4))
+    figure, axes = _new_figure(figsize=(MAX_FIGURE_WIDTH_IN, 3.2))
     ax = axes[0, 0]
     bars = ax.bar(
         np.arange(len(percent)), percent, color=DIGIT_COLORS[: len(percent)], width=0.7
     )
     ax.bar_label(
-        bars, labels=[f"{value:.1f}" for value in percent], padding=2, fontsize=9
+        bars,
+        labels=[f"{value:.1f}" for value in percent],
+        padding=2,
+        fontsize=MIN_FONT_PT,
     )
     overall_floor = np.floor(percent.min() - 0.5)
     ax.set_ylim(overall_floor, 100.3)
@@ -636,10 +669,12 @@ def plot_confidence_histograms(
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=bool)
     bins = np.linspace(0, 1, 41)
-    figure, axes = _new_figure(1, 2, figsize=(10, 3.4), sharex=True)
+    # One above the other, sharing the confidence axis: side by side, at the column's
+    # width, their titles and labels would not fit.
+    figure, axes = _new_figure(2, 1, figsize=(MAX_FIGURE_WIDTH_IN, 5.0), sharex=True)
     for ax, mask, name, color in (
         (axes[0, 0], correct, "right", "C2"),
-        (axes[0, 1], ~correct, "wrong", WRONG_COLOR),
+        (axes[1, 0], ~correct, "wrong", WRONG_COLOR),
     ):
         ax.hist(
             confidence[mask], bins=bins, color=color, edgecolor="white", linewidth=0.5
@@ -652,11 +687,11 @@ def plot_confidence_histograms(
         else:
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("number of images")
-        ax.set_xlabel("confidence (probability of the predicted digit)")
         ax.set_title(
             f"{mask.sum():,} {name} predictions "
             f"(median {np.median(confidence[mask]):.2f})"
         )
+    axes[1, 0].set_xlabel("confidence (probability of the predicted digit)")
     figure.suptitle(title)
     return figure
 
@@ -739,14 +774,18 @@ def plot_sample_pictures(
     Transparent pixels are drawn over a checkerboard.
     """
     rows = max(1, -(-len(paths) // columns))
-    figure, axes = _new_figure(rows, columns, figsize=(1.8 * columns, 2 * rows))
+    width = _panel_size(columns, 1.8)
+    figure, axes = _new_figure(
+        rows, columns, figsize=(width * columns, (width + 0.4) * rows + 0.4)
+    )
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, path in zip(axes.flat, map(Path, paths), strict=False):
         with Image.open(path) as picture:
             _draw_picture(ax, picture)
             size = f"{picture.mode}, {picture.width}x{picture.height} px"
-        ax.set_title(f"{path.name}\n{size}", fontsize=8, fontweight="normal")
+        # The name without its extension: five names in a row of the column would touch.
+        ax.set_title(f"{path.stem}\n{size}", fontsize=MIN_FONT_PT, fontweight="normal")
     figure.suptitle(title)
     return figure
 
@@ -763,19 +802,20 @@ def plot_paper_and_ink(
     ``grey`` and ``paper`` are brightness (0-255), drawn as they look; ``ink`` is the
     ink map (0-255), drawn as the book draws ink, dark on white.
     """
-    figure, axes = _new_figure(1, 3, figsize=(11, 3))
+    figure, axes = _new_figure(1, 3, figsize=(MAX_FIGURE_WIDTH_IN, 2.5))
     grey_ax, paper_ax, ink_ax = axes.flat
     grey_ax.imshow(np.asarray(grey), cmap="gray", vmin=0, vmax=255)
     brightness = paper_ax.imshow(paper, cmap="gray", vmin=0, vmax=255)
     figure.colorbar(brightness, ax=axes[0, :2], label="brightness (0-255)", shrink=0.9)
     shown = ink_ax.imshow(ink, cmap=INK_CMAP, vmin=0, vmax=255)
     figure.colorbar(shown, ax=ink_ax, label="ink (0-255)", shrink=0.9)
-    names = ("the grey working copy", "the fitted paper", "the ink map")
+    names = ("the grey copy", "the fitted paper", "the ink map")
     for ax, name in zip(axes.flat, names, strict=True):
-        ax.set_title(name)
+        ax.set_title(name, fontsize=10)
         ax.set_xlabel("x (pixels)")
-        ax.set_ylabel("y (pixels)")
         ax.grid(False)
+    # The three share their pixel grid: one y label says it for all.
+    grey_ax.set_ylabel("y (pixels)")
     figure.suptitle(title)
     return figure
 
@@ -794,14 +834,16 @@ def plot_preprocessing_steps(
     figure, axes = _new_figure(
         len(pictures),
         len(PREPROCESSING_STEPS) + 1,
-        figsize=(10, 1.8 * len(pictures) + 0.3),
+        figsize=(MAX_FIGURE_WIDTH_IN, 1.65 * len(pictures) + 0.4),
     )
     for row, (caption, source) in zip(axes, pictures.items(), strict=True):
         picture = open_image(source)
         steps = preprocess_image(picture, keep_steps=True)
         _draw_picture(row[0], picture)
         size = f"{picture.width}x{picture.height} px"
-        row[0].set_title(f"{caption}\n{size}", fontsize=8, fontweight="normal")
+        row[0].set_title(
+            f"{caption}\n{size}", fontsize=MIN_FONT_PT, fontweight="normal"
+        )
         for ax, (stage, name) in zip(row[1:], PREPROCESSING_STEPS, strict=True):
             values = getattr(steps, stage)
             ax.imshow(
@@ -812,7 +854,7 @@ def plot_preprocessing_steps(
                 interpolation="nearest",
             )
             size = f"{values.shape[1]}x{values.shape[0]} px"
-            ax.set_title(f"{name}\n{size}", fontsize=8, fontweight="normal")
+            ax.set_title(f"{name}\n{size}", fontsize=MIN_FONT_PT, fontweight="normal")
         for ax in row:
             ax.set_axis_off()
     figure.suptitle(title)
@@ -831,7 +873,7 @@ def plot_accuracy_by_preparation(
     was read right; ``groups`` maps a group's name to which pictures it holds. A dotted
     line marks chance, 10 %.
     """
-    figure, axes = _new_figure(figsize=(7.5, 3.4))
+    figure, axes = _new_figure(figsize=(MAX_FIGURE_WIDTH_IN, 3.4))
     ax = axes[0, 0]
     positions = np.arange(len(correct))
     width = 0.8 / len(groups)
@@ -845,7 +887,9 @@ def plot_accuracy_by_preparation(
             color=f"C{index}",
             label=f"{group} ({chosen.sum()})",
         )
-        ax.bar_label(bars, labels=[f"{value:.0f}" for value in percent], fontsize=8)
+        ax.bar_label(
+            bars, labels=[f"{value:.0f}" for value in percent], fontsize=MIN_FONT_PT
+        )
     ax.axhline(10, color="0.4", linestyle=":", linewidth=1, label="chance (10 %)")
     ax.set_xticks(positions, list(correct))
     ax.set_xlabel("how the pictures were prepared")
@@ -876,7 +920,9 @@ def plot_probabilities(
         digits, percent, color=np.where(digits == top, "tab:green", "tab:grey")
     )
     ax.bar_label(
-        bars, labels=np.where(digits == top, f"{percent[top]:.1f} %", ""), fontsize=9
+        bars,
+        labels=np.where(digits == top, f"{percent[top]:.1f} %", ""),
+        fontsize=MIN_FONT_PT,
     )
     ax.set_xticks(digits)
     ax.set_xlabel("digit")

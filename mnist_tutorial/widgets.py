@@ -183,8 +183,25 @@ class DrawingPad(widgets.VBox):
     ) -> None:
         self.predictor = predictor or default_predictor()
         self.pen_width = pen_width
+        box = {"width": f"{side}px", "height": f"{side}px", "border": "1px solid #999"}
         self.canvas = Canvas(
-            width=side, height=side, layout=widgets.Layout(border="1px solid #999")
+            width=side, height=side, layout=widgets.Layout(grid_area="pad", **box)
+        )
+        # The canvas's strokes are messages to the browser, never saved with a
+        # notebook: a page built from it shows a blank canvas. Under the canvas lies a
+        # picture of the drawing, kept up to date: where no kernel paints the canvas,
+        # the drawing that the saved answer came from shows through (issue 16).
+        # (An Image has a margin of its own: it would sit 2 px off the canvas.)
+        self.picture = widgets.Image(
+            format="png", layout=widgets.Layout(grid_area="pad", margin="0", **box)
+        )
+        pad = widgets.GridBox(
+            [self.picture, self.canvas],
+            layout=widgets.Layout(
+                grid_template_areas='"pad"',
+                grid_template_columns=f"{side + 2}px",
+                grid_template_rows=f"{side + 2}px",
+            ),
         )
         # The canvas's pixels live in the browser;
         # this copy of the strokes is what gets predicted.
@@ -205,7 +222,7 @@ class DrawingPad(widgets.VBox):
             [
                 widgets.HBox(
                     [
-                        widgets.VBox([self.canvas, self.clear_button]),
+                        widgets.VBox([pad, self.clear_button]),
                         widgets.VBox(
                             [
                                 self.status,
@@ -268,6 +285,7 @@ class DrawingPad(widgets.VBox):
     def update_prediction(self) -> None:
         """Predict the drawing and show the digit, 28x28 input and probabilities."""
         self.last_prediction_time = time.monotonic()
+        self.picture.value = self.drawing_png()
         try:
             steps = preprocess_image(
                 np.asarray(self.drawing), self.predictor.normalization, keep_steps=True
@@ -293,7 +311,12 @@ class DrawingPad(widgets.VBox):
         self.drawing.paste(0, (0, 0, *self.drawing.size))
         self.pen = None
         self.redraw()
+        self.picture.value = self.drawing_png()
         self.show_empty()
+
+    def drawing_png(self) -> bytes:
+        """Return the drawing as the canvas shows it, black ink on white, as a PNG."""
+        return png_bytes(Image.fromarray(255 - np.asarray(self.drawing)))
 
     def redraw(self) -> None:
         """Paint the canvas from the copy: white paper, black ink.

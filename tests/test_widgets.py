@@ -175,3 +175,21 @@ def test_clear_wipes_the_drawing_and_the_prediction(predictor: Predictor) -> Non
     angles = np.linspace(0, 2 * np.pi, 40)
     pad.draw_stroke([(140 + 55 * np.sin(a), 140 - 90 * np.cos(a)) for a in angles])
     assert "reads <b>0</b>" in pad.status.value
+
+
+def test_a_picture_of_the_drawing_lies_under_the_canvas(predictor: Predictor) -> None:
+    """The canvas's strokes are never saved with the notebook; the picture under it is,
+    so the static page shows the drawing that the saved answer came from."""
+    pad = DrawingPad(predictor)
+    blank = np.asarray(Image.open(io.BytesIO(pad.picture.value)))
+    assert blank.shape == (280, 280) and blank.min() == 255  # white paper
+    pad.draw_stroke([(140, 40), (140, 240)])
+    picture = np.asarray(Image.open(io.BytesIO(pad.picture.value)))
+    assert (picture == 255 - np.asarray(pad.drawing)).all()  # black ink on white
+    assert picture[140, 140] == 0 and "reads <b>1</b>" in pad.status.value
+    # The picture and the canvas share one grid cell, the canvas on top.
+    grid = pad.children[0].children[0].children[0]
+    assert list(grid.children) == [pad.picture, pad.canvas]
+    assert pad.picture.layout.grid_area == pad.canvas.layout.grid_area == "pad"
+    pad.clear_button.click()
+    assert np.asarray(Image.open(io.BytesIO(pad.picture.value))).min() == 255
