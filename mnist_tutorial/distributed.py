@@ -82,7 +82,8 @@ def data_parallel(
     """Yield this process's place in the run (None alone) and its device (chapter 3).
 
     Uses the process group the caller initialised; under torchrun joins one (NCCL for
-    CUDA, Gloo for CPUs) and leaves it at the end; otherwise the run is one process.
+    CUDA, Gloo for CPUs) and leaves it when the run ends; otherwise the run is one
+    process.
     """
     joined = False
     if not (dist.is_available() and dist.is_initialized()):
@@ -93,17 +94,14 @@ def data_parallel(
             "nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT
         )
         joined = True
-    try:
-        device = process_device(device)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        yield (
-            Processes(dist.get_rank(), dist.get_world_size(), dist.get_backend()),
-            device,
-        )
-    finally:
-        if joined:
-            dist.destroy_process_group()
+    device = process_device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    yield Processes(dist.get_rank(), dist.get_world_size(), dist.get_backend()), device
+    # Not on an error: leaving would wake the others with a lost connection before this
+    # process has printed its own error. Its exit closes the group after that.
+    if joined:
+        dist.destroy_process_group()
 
 
 def sum_over_processes(values: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -216,6 +217,8 @@ def test_a_failing_rank_ends_the_run_with_its_error(
     result, seconds = torchrun(str(WORKER), "fit", str(spec))
     assert result.returncode != 0
     assert "RuntimeError: rank 1 failed on purpose" in result.stderr
+    # torchrun names the rank that failed first as the cause, not one it woke.
+    assert re.search(r"Root Cause.*?rank\s*: 1 ", result.stderr, re.DOTALL)
     # Rank 0 did not go on to train the other epochs, nor write its weights.
     assert "epoch  2/3" not in result.stdout
     assert not (tmp_path / "trained.pt").exists()
