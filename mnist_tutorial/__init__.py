@@ -21,7 +21,7 @@ from .data import (
 )
 from .device import select_device
 from .errors import ConfigError, MnistTutorialError, ModelOutputError
-from .evaluate import Predictions, metrics, predict_split
+from .evaluate import Predictions, fit_temperature, metrics, predict_split
 from .measures import centre_of_mass, ink_area, ink_box, slant
 from .model import Network, available_models, build_model, count_parameters, summarize
 from .predict import (
@@ -67,6 +67,7 @@ __all__ = [
     "denormalize",
     "download_mnist",
     "fit",
+    "fit_temperature",
     "ink_area",
     "ink_box",
     "load_checkpoint",

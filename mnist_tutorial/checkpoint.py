@@ -31,6 +31,7 @@ from .model import (
     count_parameters,
     summarize,
 )
+from .novelty import NoveltyRule
 from .records import EpochRecord, History, TrainConfig, TrainingState
 
 CHECKPOINT_FORMAT = "mnist_tutorial.checkpoint/1"
@@ -55,6 +56,11 @@ MAX_PARAMETERS = 20_000_000
 MAX_CHECKPOINT_BYTES = 6 * 4 * MAX_PARAMETERS
 
 
+#: The temperatures a checkpoint may hold: outside, the probabilities are all but
+#: one-hot or all but uniform, which no fit on real data gives.
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
 class CheckpointError(MnistTutorialError, ValueError):
     """Raised when a file is missing, damaged, foreign, or does not fit its model."""
 
@@ -71,6 +77,10 @@ class Checkpoint:
     metrics: dict[str, Any]
     versions: dict[str, str]
     training_state: TrainingState | None = None
+    temperature: float = 1.0
+    """Divides the logits before the softmax; fitted on validation data (chapter 8)."""
+    novelty_rule: NoveltyRule | None = None
+    """When a Predictor abstains: "not a digit" (chapter 8); None never abstains."""
 
 
 def library_versions() -> dict[str, str]:
@@ -92,11 +102,14 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     training_state: TrainingState | None = None,
     weights: Mapping[str, torch.Tensor] | None = None,
+    temperature: float = 1.0,
+    novelty_rule: NoveltyRule | None = None,
 ) -> Path:
     """Return the path after atomically writing a checkpoint of the model (chapter 3).
 
     It holds the weights (``weights`` instead of the model's own, when given), the
-    architecture, the normalisation, and what else is passed: the config, the history,
+    architecture, the normalisation, the calibration ``temperature`` and the
+    ``novelty_rule`` (chapter 8) and what else is passed: the config, the history,
     metrics and, to resume the run later, its ``training_state``.
     """
     if not isinstance(model, Network):
@@ -117,6 +130,8 @@ def save_checkpoint(
         "metrics": metrics or {},
         "versions": library_versions(),
         "training_state": training_state.to_dict() if training_state else None,
+        "temperature": _checked_temperature(Path(path), temperature),
+        "novelty_rule": novelty_rule.to_dict() if novelty_rule is not None else None,
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -144,6 +159,10 @@ def load_checkpoint(
         metrics=payload.get("metrics") or {},
         versions=payload.get("versions") or {},
         training_state=_checked_training_state(path, payload.get("training_state")),
+        # Checkpoints written before chapter 8 have none: their logits are used as
+        # they are.
+        temperature=_checked_temperature(path, payload.get("temperature", 1.0)),
+        novelty_rule=_checked_novelty_rule(path, payload.get("novelty_rule")),
     )
 
 
@@ -313,6 +332,34 @@ def _rebuild_model(
             "run had diverged; re-train with a lower lr or use an earlier checkpoint"
         )
     return model
+
+
+def _checked_novelty_rule(path: Path, value: Any) -> NoveltyRule | None:
+    """Return the stored NoveltyRule or None; a malformed one raises CheckpointError."""
+    if value is None:
+        return None
+    try:
+        return NoveltyRule.from_dict(value if isinstance(value, dict) else {})
+    except ValueError as error:
+        raise CheckpointError(
+            f"{path}: its novelty_rule entry is damaged ({error}); fit it again with "
+            "the calibrate command"
+        ) from None
+
+
+def _checked_temperature(path: Path, value: Any) -> float:
+    """Return a temperature within TEMPERATURE_RANGE; else raise CheckpointError."""
+    low, high = TEMPERATURE_RANGE
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not low <= value <= high
+    ):
+        raise CheckpointError(
+            f"{path}: temperature is {reprlib.repr(value)}, not a number from {low} to "
+            f"{high}; fit it again with mnist_tutorial.fit_temperature"
+        )
+    return float(value)
 
 
 def _checked_normalization(

@@ -1,5 +1,5 @@
 """The command line: ``mnist-tutorial`` (or ``python -m mnist_tutorial``) with the
-subcommands download, train, evaluate, predict, export-onnx and serve."""
+subcommands download, train, evaluate, calibrate, predict, export-onnx and serve."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
+from torch import nn
 
 from .checkpoint import (
     Checkpoint,
@@ -30,19 +31,30 @@ from .checkpoint import (
 )
 from .data import (
     DatasetUnavailableError,
+    MnistData,
     download_mnist,
     load_mnist,
+    normalize,
     raw_folder,
     unverified_files,
 )
 from .device import select_device
 from .distributed import process_rank
 from .errors import MnistTutorialError, describe_os_error
-from .evaluate import metrics, predict_split, report, top_confusions
+from .evaluate import (
+    fit_temperature,
+    metrics,
+    predict_split,
+    report,
+    split_logits,
+    top_confusions,
+)
 from .export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from .files import unwritable_folder
+from .inference import ENGINES
 from .model import DEFAULT_MODEL, available_models, build_model, count_parameters
-from .predict import Predictor, expand_paths, write_csv
+from .novelty import DEFAULT_KEEP, NoveltyRule, fit_novelty_rule
+from .predict import AUTO_ENGINE, Predictor, choose_engine, expand_paths, write_csv
 from .records import TrainConfig
 from .serve import MAX_UPLOAD_BYTES, make_server
 from .train import check_resumable, fit
@@ -280,7 +292,27 @@ def build_parser(prog: str = MODULE_PROG) -> Parser:
         default=None,
         help="data root (default: $MNIST_TUTORIAL_DATA or ~/.cache/mnist_tutorial)",
     )
+    add_engine_argument(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="fit a checkpoint's temperature and 'not a digit' rule",
+        description="Fit the temperature that calibrates a checkpoint's probabilities "
+        "and the rule that says 'not a digit', on the training and validation splits, "
+        "and save them in the checkpoint (train does this itself; use it for "
+        "checkpoints written before).",
+    )
+    calibrate.add_argument(
+        "checkpoint", type=Path, help="a checkpoint written by `train`; rewritten"
+    )
+    calibrate.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="data root (default: $MNIST_TUTORIAL_DATA or ~/.cache/mnist_tutorial)",
+    )
+    calibrate.set_defaults(handler=run_calibrate)
 
     predict = commands.add_parser(
         "predict",
@@ -313,6 +345,7 @@ def build_parser(prog: str = MODULE_PROG) -> Parser:
         default=None,
         help="a checkpoint written by `train` (default: the shipped pretrained model)",
     )
+    add_engine_argument(predict)
     predict.set_defaults(handler=run_predict)
     export = commands.add_parser(
         "export-onnx",
@@ -376,6 +409,17 @@ def build_parser(prog: str = MODULE_PROG) -> Parser:
     )
     serve.set_defaults(handler=run_serve)
     return parser
+
+
+def add_engine_argument(command: argparse.ArgumentParser) -> None:
+    """Add --engine, the inference engine, to a command that runs the model."""
+    command.add_argument(
+        "--engine",
+        choices=["auto", *ENGINES],
+        default="auto",
+        help=f"how the model runs (default: auto, which is {AUTO_ENGINE} on the CPU; "
+        "chapter 8 compares them)",
+    )
 
 
 def run_download(args: argparse.Namespace) -> int:
@@ -500,6 +544,9 @@ def run_train(args: argparse.Namespace) -> int:
     history = run.history
     test = metrics(predict_split(model, data.test, data.normalization))
     print(f"test accuracy {test.accuracy:.2%} ({test.errors} errors in {test.count:,})")
+    temperature, rule = fit_calibration(model, data)
+    print(f"temperature {temperature:.3f}, fitted on the validation split")
+    print(describe_rule(rule))
     results = {
         "test_accuracy": test.accuracy,
         "test_errors": test.errors,
@@ -514,6 +561,8 @@ def run_train(args: argparse.Namespace) -> int:
         history=history,
         metrics=results,
         training_state=run.training_state if args.resumable else None,
+        temperature=temperature,
+        novelty_rule=rule,
     )
     card = model_card(model, config, history, results, command=args.command_line)
     write_model_card(args.out.with_suffix(".json"), card)
@@ -526,13 +575,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
     data = load_mnist(args.data)
     split = data.test if args.split == "test" else data.validation
-    predictions = predict_split(checkpoint.model, split, checkpoint.normalization)
+    predictions = predict_split(
+        checkpoint.model,
+        split,
+        checkpoint.normalization,
+        temperature=checkpoint.temperature,
+        engine=choose_engine(checkpoint.model, torch.device("cpu"), args.engine),
+    )
     summary = metrics(predictions)
     print(f"{args.checkpoint} on the {args.split} split ({summary.count:,} images)")
     print(
         f"accuracy {summary.accuracy:.2%}  errors {summary.errors}  macro F1 "
         f"{summary.f1_macro:.4f}  weighted F1 {summary.f1_weighted:.4f}  calibration "
-        f"error {summary.expected_calibration_error:.4f}"
+        f"error {summary.expected_calibration_error:.4f} (temperature "
+        f"{checkpoint.temperature:.3f})"
     )
     print(report(predictions))
     print("top confusions (true -> predicted: times)")
@@ -570,6 +626,65 @@ def check_csv(csv: Path) -> None:
         )
 
 
+def fit_calibration(
+    model: nn.Module, data: MnistData
+) -> tuple[float, NoveltyRule | None]:
+    """Return a trained model's temperature and novelty rule (chapter 8).
+
+    Both are chosen on the validation split; the rule's parameters come from the
+    training split. Models not laid out as a cnn get no rule.
+    """
+    logits = split_logits(model, data.validation, data.normalization)
+    temperature = fit_temperature(logits, data.validation.labels)
+    try:
+        rule = fit_novelty_rule(
+            model,
+            normalize(data.train.images, *data.normalization),
+            data.train.labels,
+            normalize(data.validation.images, *data.normalization),
+        )
+    except ValueError:
+        rule = None
+    return temperature, rule
+
+
+def describe_rule(rule: NoveltyRule | None) -> str:
+    """Return the line that says when the model will abstain."""
+    if rule is None:
+        return "no 'not a digit' rule: only a model laid out as the cnn gets one"
+    return (
+        f"'not a digit' below a {rule.method} score of {rule.threshold:.2f}, which "
+        f"{DEFAULT_KEEP:.1%} of the validation digits reach"
+    )
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Fit the temperature and the novelty rule, and save them in the checkpoint."""
+    checkpoint = load_checkpoint(args.checkpoint)
+    data = load_mnist(args.data)
+    mean, std = checkpoint.normalization
+    # The model reads pictures normalised as it was trained, whatever this data says.
+    data = replace(data, mean=mean, std=std)
+    temperature, rule = fit_calibration(checkpoint.model, data)
+    save_checkpoint(
+        args.checkpoint,
+        checkpoint.model,
+        normalization=checkpoint.normalization,
+        config=checkpoint.config,
+        history=checkpoint.history,
+        metrics=checkpoint.metrics,
+        training_state=checkpoint.training_state,
+        temperature=temperature,
+        novelty_rule=rule,
+    )
+    print(
+        f"{args.checkpoint}: temperature {checkpoint.temperature:.3f} -> "
+        f"{temperature:.3f}, fitted on the validation split"
+    )
+    print(describe_rule(rule))
+    return 0
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Predict every picture, print or save each result; return 1 if any failed."""
     if args.csv is not None:
@@ -581,7 +696,8 @@ def run_predict(args: argparse.Namespace) -> int:
             "as PNG or JPEG files"
         )
     predictor = Predictor(
-        load_checkpoint(args.checkpoint) if args.checkpoint is not None else None
+        load_checkpoint(args.checkpoint) if args.checkpoint is not None else None,
+        engine=args.engine,
     )
     results = predictor.predict_files(files) + unlisted
     if args.json:
@@ -596,11 +712,7 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
         for result in results:
             prediction = result.prediction
-            outcome = (
-                f"{prediction.digit} ({prediction.confidence:.1%})"
-                if prediction
-                else f"error: {result.error}"
-            )
+            outcome = prediction.summary() if prediction else f"error: {result.error}"
             print(one_line(f"{result.path}: {outcome}"))
     failed = sum(not result.ok for result in results)
     if failed:

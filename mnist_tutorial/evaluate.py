@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import minimize_scalar
 from sklearn.metrics import (
     classification_report,
     confusion_matrix,
@@ -15,8 +17,11 @@ from sklearn.metrics import (
 from sklearn.metrics import log_loss as sklearn_log_loss
 from torch import nn
 
+from .checkpoint import TEMPERATURE_RANGE
 from .data import DeviceLoader, Split
 from .device import select_device
+from .errors import ConfigError
+from .inference import build_engine
 
 
 @dataclass(frozen=True)
@@ -44,17 +49,19 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict_split(
+def split_logits(
     model: nn.Module,
     split: Split,
     normalization: tuple[float, float],
     *,
     device: torch.device | str | None = None,
     batch_size: int = 1000,
-) -> Predictions:
-    """Return the model's probabilities and predictions for a split (chapter 4).
+    engine: str = "eager",
+) -> torch.Tensor:
+    """Return the model's (N, 10) float32 logits for a split, on the CPU (chapter 4).
 
     The model is put in eval mode first; it runs where it is, or is moved to ``device``.
+    Another ``engine`` than eager PyTorch runs a copy of it on the CPU (chapter 8).
     """
     if device is None:
         device = next(model.parameters()).device
@@ -63,10 +70,63 @@ def predict_split(
     loader = DeviceLoader(
         split, batch_size=batch_size, normalization=normalization, device=device
     )
-    probabilities = torch.cat(
-        [model(images).float().softmax(1).cpu() for images, _ in loader]
-    ).numpy()
+    if engine == "eager":
+        return torch.cat([model(images).float().cpu() for images, _ in loader])
+    if device.type != "cpu":
+        raise ConfigError(
+            f"engine={engine!r} runs on the CPU only; use device='cpu' or "
+            "engine='eager'"
+        )
+    run = build_engine(model, engine)
+    return torch.cat([run(images) for images, _ in loader])
+
+
+def predict_split(
+    model: nn.Module,
+    split: Split,
+    normalization: tuple[float, float],
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = 1000,
+    temperature: float = 1.0,
+    engine: str = "eager",
+) -> Predictions:
+    """Return the model's probabilities and predictions for a split (chapter 4).
+
+    The logits are divided by ``temperature`` before the softmax, and another
+    ``engine`` than eager PyTorch may run the model (both chapter 8); the defaults
+    leave the model and its logits as they are.
+    """
+    logits = split_logits(
+        model,
+        split,
+        normalization,
+        device=device,
+        batch_size=batch_size,
+        engine=engine,
+    )
+    probabilities = (logits / temperature).softmax(1).numpy()
     return Predictions(probabilities, probabilities.argmax(1), split.labels.numpy())
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Return the temperature minimising the cross-entropy of logits / T (chapter 8).
+
+    Fit it on the validation split: on the test split it would be chosen to look good
+    on the very images that report it.
+    """
+    logits64, labels64 = logits.double(), labels.long()
+
+    def loss(log_temperature: float) -> float:
+        scaled = logits64 / math.exp(log_temperature)
+        return float(nn.functional.cross_entropy(scaled, labels64))
+
+    low, high = TEMPERATURE_RANGE
+    # One minimum: the loss is convex in 1/T, and so unimodal in log T.
+    best = minimize_scalar(
+        loss, bounds=(math.log(low), math.log(high)), method="bounded"
+    )
+    return float(math.exp(best.x))
 
 
 #: Test-time shifts (dx, dy) in pixels: the image itself and one pixel each way.

@@ -29,9 +29,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
+from torch import nn
 
+from .data import denormalize
 from .measures import ImageBatch
-from .predict import ImageSource, open_image, preprocess_image
+from .model import look_inside
+from .predict import MNIST_NORMALIZATION, ImageSource, open_image, preprocess_image
 from .records import History
 
 if TYPE_CHECKING:
@@ -934,6 +937,127 @@ def plot_probabilities(
     return figure
 
 
+def plot_inside(
+    model: nn.Module,
+    picture: ImageSource | torch.Tensor,
+    *,
+    normalization: tuple[float, float] = MNIST_NORMALIZATION,
+    temperature: float = 1.0,
+    digit: int | None = None,
+    channels: int = 8,
+    title: str = "Inside the network",
+) -> Figure:
+    """Return a picture's input, evidence map, probabilities and maps (chapter 5).
+
+    The live demo's views, from ``model.look_inside``: the 28x28 input; where the
+    evidence for ``digit`` (None: the most probable) lies, each 7x7 position's
+    contribution to its logit, red for and blue against, under the ink; the ten
+    probabilities; and for each conv block the ``channels`` maps most active on this
+    picture, on one scale per block. ``picture`` is anything ``preprocess_image``
+    reads, or a normalised (1, 1, 28, 28) batch. The probabilities are the softmax of
+    the logits divided by ``temperature``, as a calibrated Predictor's are.
+    """
+    batch = (
+        picture
+        if isinstance(picture, torch.Tensor)
+        else preprocess_image(picture, normalization)
+    )
+    parameter = next(model.parameters())
+    view = look_inside(model, batch.to(parameter.device, parameter.dtype))
+    ink = denormalize(batch.cpu(), *normalization)[0].numpy()
+    contributions = _as_numpy(view.contributions[0]).astype(np.float64)
+    bias = _as_numpy(view.bias).astype(np.float64)
+    logits = contributions.sum(axis=(1, 2)) + bias
+    probabilities = np.exp((logits - logits.max()) / temperature)
+    probabilities /= probabilities.sum()
+    digit = int(probabilities.argmax()) if digit is None else digit
+    blocks = len(view.feature_maps)
+    figure = plt.figure(
+        figsize=(MAX_FIGURE_WIDTH_IN, 2.6 + 1.45 * blocks), layout="constrained"
+    )
+    plt.close(figure)
+    top, *rows = figure.subfigures(
+        1 + blocks, 1, squeeze=False, height_ratios=[2.6] + [1.45] * blocks
+    )[:, 0]
+    input_ax, evidence_ax, bars_ax = top.subplots(1, 3, width_ratios=(1, 1.25, 1.45))
+    input_ax.imshow(ink, cmap=INK_CMAP, vmin=0, vmax=255, interpolation="nearest")
+    input_ax.set_title("what the model sees", fontsize=10)
+    # Each of the 7x7 cells covers 4x4 input pixels; the ink is laid over it.
+    limit = np.abs(contributions).max() or 1.0
+    shown = evidence_ax.imshow(
+        contributions[digit],
+        cmap="RdBu_r",
+        vmin=-limit,
+        vmax=limit,
+        extent=(-0.5, 27.5, 27.5, -0.5),
+        interpolation="nearest",
+    )
+    over = np.zeros((*ink.shape, 4))
+    over[..., 3] = 0.75 * ink / 255
+    evidence_ax.imshow(over, interpolation="nearest")
+    evidence_ax.set_title(f"evidence for {digit}", fontsize=10)
+    evidence_ax.set_xlabel(
+        f"cells {contributions[digit].sum():+.1f}, bias {bias[digit]:+.1f}\n"
+        f"= logit {logits[digit]:.1f}",
+        fontsize=MIN_FONT_PT,
+    )
+    top.colorbar(shown, ax=evidence_ax, label="contribution", shrink=0.9)
+    for ax in (input_ax, evidence_ax):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.spines[:].set_visible(False)
+        ax.grid(False)
+    digits = np.arange(len(probabilities))
+    bars = bars_ax.barh(
+        digits,
+        100 * probabilities,
+        color=np.where(digits == digit, "tab:green", "tab:grey"),
+    )
+    bars_ax.bar_label(
+        bars,
+        labels=[
+            f"{100 * p:.1f} %" if d == digit else ""
+            for d, p in enumerate(probabilities)
+        ],
+        fontsize=MIN_FONT_PT,
+    )
+    bars_ax.set_yticks(digits)
+    bars_ax.invert_yaxis()
+    bars_ax.set_xlim(0, 135)
+    bars_ax.set_xticks(range(0, 101, 50))
+    bars_ax.set_xlabel("probability (%)")
+    bars_ax.set_ylabel("digit")
+    bars_ax.grid(axis="y", visible=False)
+    bars_ax.set_title("probabilities", fontsize=10)
+    for index, (row, maps) in enumerate(zip(rows, view.feature_maps, strict=True)):
+        values = _as_numpy(maps[0]).astype(np.float64)
+        strongest = np.argsort(-values.mean(axis=(1, 2)), kind="stable")[:channels]
+        axes = row.subplots(1, channels, squeeze=False)[0]
+        top_value = values[strongest].max() or 1.0
+        for ax, channel in zip(axes, strongest, strict=False):
+            tile = ax.imshow(
+                values[channel],
+                cmap="magma",
+                vmin=0,
+                vmax=top_value,
+                interpolation="nearest",
+            )
+            ax.set_title(
+                f"#{channel}", fontsize=MIN_FONT_PT, fontweight="normal", pad=2
+            )
+        for ax in axes:
+            ax.set_axis_off()
+        row.colorbar(tile, ax=axes, label="activation", shrink=0.9)
+        size = "x".join(map(str, values.shape[1:]))
+        row.suptitle(
+            f"block {index + 1}: the {min(channels, len(values))} most active of its "
+            f"{len(values)} maps ({size})",
+            fontsize=10,
+        )
+    figure.suptitle(title)
+    return figure
+
+
 # ----- Experiments (chapter 6) --------------------------------------------------------
 
 
@@ -952,7 +1076,11 @@ def plot_comparison(
     names = [str(name) for name in table.index]
     positions = np.arange(len(names))
     figure, axes = _new_figure(
-        1, 2, figsize=(10, 0.45 * len(names) + 1.5), sharey=True, width_ratios=(3, 2)
+        1,
+        2,
+        figsize=(MAX_FIGURE_WIDTH_IN, 0.45 * len(names) + 1.5),
+        sharey=True,
+        width_ratios=(3, 2),
     )
     accuracy_ax, time_ax = axes.flat
     # A dot, not a bar: the differences live in the last percent, and a bar cut off
@@ -965,7 +1093,7 @@ def plot_comparison(
             xytext=(6, 0),
             textcoords="offset points",
             va="center",
-            fontsize=9,
+            fontsize=MIN_FONT_PT,
         )
     spread = max(table[accuracy].max() - table[accuracy].min(), 0.5)
     accuracy_ax.set_xlim(
@@ -999,7 +1127,7 @@ def plot_sweep(
 
     Each line is ``y`` against the swept setting ``x``.
     """
-    figure, axes = _new_figure(figsize=(7.5, 4))
+    figure, axes = _new_figure(figsize=(MAX_FIGURE_WIDTH_IN, 4))
     ax = axes[0, 0]
     sns.lineplot(
         data=table,

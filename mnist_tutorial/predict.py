@@ -28,7 +28,7 @@ from PIL import Image, ImageChops, ImageFilter, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 from torch import nn
 
-from .checkpoint import Checkpoint, load_pretrained
+from .checkpoint import TEMPERATURE_RANGE, Checkpoint, load_pretrained
 from .data import normalize
 from .device import select_device
 from .errors import (
@@ -38,11 +38,18 @@ from .errors import (
     describe_os_error,
     first_line,
 )
+from .inference import ENGINES, build_engine, fold_batch_norm
 from .measures import centre_of_mass
+from .novelty import NoveltyRule, digit_scores
 
 #: The mean and standard deviation of MNIST's training pixels, the normalisation of
 #: every checkpoint of the book.
 MNIST_NORMALIZATION = (0.1307, 0.3081)
+#: What a Predictor on the CPU runs by default (chapter 8). ONNX Runtime scores a large
+#: batch fastest but takes seconds to export and open; of the engines with no setup,
+#: folded and channels-last PyTorch are the fastest (within noise of each other in
+#: benchmarks/inference.py), and folding also drops the BatchNorm layers' passes.
+AUTO_ENGINE = "folded"
 #: Pictures above this many pixels are refused before they are decoded
 #: (decompression bombs).
 MAX_PIXELS = 50_000_000
@@ -115,12 +122,22 @@ class PreprocessSteps:
 class Prediction:
     """The model's answer for one picture (chapter 5).
 
-    The digit, its probability and all ten probabilities.
+    The digit, its probability and all ten probabilities. ``digit`` is None where the
+    model abstains (chapter 8): ``reason`` says why, and ``confidence`` is still the
+    probability of its most likely digit.
     """
 
-    digit: int
+    digit: int | None
     confidence: float
     probabilities: np.ndarray
+    reason: str | None = None
+
+    def summary(self) -> str:
+        """Return the answer in a few words: "7 (99.9%)", or "not a digit (...)"."""
+        if self.digit is None:
+            guess = int(self.probabilities.argmax())
+            return f"not a digit (best guess {guess}, {self.confidence:.1%})"
+        return f"{self.digit} ({self.confidence:.1%})"
 
 
 @dataclass(frozen=True)
@@ -142,7 +159,8 @@ class FileResult:
     def to_dict(self) -> dict[str, object]:
         """Return the result as JSON-ready values.
 
-        The keys are path, digit, confidence, probabilities and error.
+        The keys are path, digit, confidence, probabilities, reason (why the model
+        abstained, or None) and error.
         """
         prediction = self.prediction
         return {
@@ -152,6 +170,7 @@ class FileResult:
             "probabilities": [round(float(p), 6) for p in prediction.probabilities]
             if prediction
             else None,
+            "reason": prediction.reason if prediction else None,
             "error": self.error,
         }
 
@@ -622,9 +641,10 @@ class Predictor:
     """A model with its normalisation on a device, ready to read pictures (chapter 5).
 
     It works on its own copy of the model, in eval mode, so the model passed in is left
-    as it was. A Checkpoint brings its normalisation; a bare model needs
-    ``normalization``, the (mean, std) it was trained with. None means the shipped
-    pretrained model.
+    as it was. A Checkpoint brings its normalisation and its calibration temperature
+    (chapter 8); a bare model needs ``normalization``, the (mean, std) it was trained
+    with, and uses its logits as they are unless given a ``temperature``. None means
+    the shipped pretrained model.
     """
 
     def __init__(
@@ -632,11 +652,20 @@ class Predictor:
         model: nn.Module | Checkpoint | None = None,
         normalization: tuple[float, float] | None = None,
         device: str | torch.device = "cpu",
+        temperature: float | None = None,
+        engine: str = "auto",
+        calibration: torch.Tensor | None = None,
+        abstain: bool = True,
     ) -> None:
         checkpoint = load_pretrained() if model is None else model
+        self.novelty_rule: NoveltyRule | None = None
         if isinstance(checkpoint, Checkpoint):
+            if abstain:
+                self.novelty_rule = checkpoint.novelty_rule
             network: nn.Module = checkpoint.model
             normalization = normalization or checkpoint.normalization
+            if temperature is None:
+                temperature = checkpoint.temperature
         elif normalization is None:
             raise ConfigError(
                 "a bare model carries no normalisation; pass normalization=(mean, std) "
@@ -645,29 +674,60 @@ class Predictor:
         else:
             network = checkpoint
         self.normalization: tuple[float, float] = normalization
+        low, high = TEMPERATURE_RANGE
+        if temperature is not None and not low <= temperature <= high:
+            raise ConfigError(
+                f"temperature={temperature} is outside {low}-{high}; fit one on the "
+                "validation split with mnist_tutorial.fit_temperature"
+            )
+        self.temperature = 1.0 if temperature is None else temperature
         self.device = select_device(device)
         # Convolutions run about twice as fast on a CPU with the channels stored last.
         self.model = (
             copy.deepcopy(network).to(self.device).to(memory_format=torch.channels_last)
         )
         self.model.eval()
+        self.engine = choose_engine(self.model, self.device, engine)
+        self._logits = (
+            build_engine(self.model, self.engine, calibration=calibration)
+            if self.device.type == "cpu"
+            else self.model
+        )
 
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
-        """Return the (N, 10) softmax probabilities of a normalised batch.
+        """Return the (N, 10) calibrated probabilities of a normalised batch.
 
-        The batch has shape (N, 1, 28, 28).
+        The batch has shape (N, 1, 28, 28); the logits are divided by the temperature.
         """
-        logits = self.model(batch.to(self.device))
-        probabilities: np.ndarray = logits.float().softmax(1).cpu().numpy()
+        logits = self._logits(batch.to(self.device)).float() / self.temperature
+        probabilities: np.ndarray = logits.softmax(1).cpu().numpy()
         return probabilities
+
+    @torch.no_grad()
+    def digit_scores(self, batch: torch.Tensor) -> np.ndarray | None:
+        """Return how digit-like each picture of a normalised batch is (chapter 8).
+
+        None when the Predictor has no novelty rule and so never abstains.
+        """
+        if self.novelty_rule is None:
+            return None
+        scores: np.ndarray = digit_scores(
+            self.novelty_rule, self.model, batch.to(self.device)
+        ).numpy()
+        return scores
 
     def predict_batch(self, batch: torch.Tensor) -> list[Prediction]:
         """Return a Prediction per image of a normalised batch (N, 1, 28, 28).
 
         NaN outputs raise ModelOutputError.
         """
-        return [as_prediction(row) for row in self.probabilities(batch)]
+        scores = self.digit_scores(batch)
+        rule = self.novelty_rule
+        return [
+            as_prediction(row, None if scores is None else scores[index], rule)
+            for index, row in enumerate(self.probabilities(batch))
+        ]
 
     def preprocess(self, image: ImageSource) -> torch.Tensor:
         """Return the picture made MNIST-like, a (1, 1, 28, 28) batch.
@@ -737,15 +797,46 @@ class Predictor:
     ) -> Iterator[Prediction | InvalidImageError | ModelOutputError]:
         """Yield the outcome of each pending picture: one model call for all tensors."""
         tensors = [item for item in pending if isinstance(item, torch.Tensor)]
-        rows = iter(self.probabilities(torch.cat(tensors)) if tensors else ())
+        batch = torch.cat(tensors) if tensors else None
+        rows = iter(self.probabilities(batch) if batch is not None else ())
+        scores = self.digit_scores(batch) if batch is not None else None
+        answered = 0
         for item in pending:
             if isinstance(item, InvalidImageError):
                 yield item
                 continue
+            score = None if scores is None else scores[answered]
+            answered += 1
             try:
-                yield as_prediction(next(rows))
+                yield as_prediction(next(rows), score, self.novelty_rule)
             except ModelOutputError as error:
                 yield error
+
+
+def choose_engine(network: nn.Module, device: torch.device, engine: str) -> str:
+    """Return the inference engine a Predictor uses: ``auto`` resolved (chapter 8).
+
+    Off the CPU only PyTorch runs the model; on it, ``auto`` is AUTO_ENGINE where the
+    network's BatchNorms fold, and channels-last PyTorch where they do not.
+    """
+    if engine not in ("auto", *ENGINES):
+        raise ConfigError(
+            f"engine={engine!r} is not one of auto, {', '.join(ENGINES)}; choose one"
+        )
+    if device.type != "cpu":
+        if engine not in ("auto", "eager", "channels_last"):
+            raise ConfigError(
+                f"engine={engine!r} runs on the CPU only; use device='cpu' or "
+                "engine='auto'"
+            )
+        return "channels_last"
+    if engine != "auto":
+        return engine
+    try:
+        fold_batch_norm(network)
+    except ValueError:
+        return "channels_last"
+    return AUTO_ENGINE
 
 
 def _file_error(path: Path, error: MnistTutorialError) -> str:
@@ -753,19 +844,32 @@ def _file_error(path: Path, error: MnistTutorialError) -> str:
     return str(error) if isinstance(error, InvalidImageError) else f"{path}: {error}"
 
 
-def as_prediction(probabilities: np.ndarray) -> Prediction:
-    """Return the Prediction of ten probabilities.
+def as_prediction(
+    probabilities: np.ndarray,
+    score: float | None = None,
+    rule: NoveltyRule | None = None,
+) -> Prediction:
+    """Return the Prediction of ten probabilities; below the rule, none (chapter 8).
 
-    NaN or infinite ones raise ModelOutputError: they are no answer.
+    NaN or infinite probabilities raise ModelOutputError: they are no answer. A
+    ``score`` below the ``rule``'s threshold gives no digit, and the reason.
     """
     if not np.isfinite(probabilities).all():
         raise ModelOutputError(
             "the model gave NaN or infinite outputs, so no digit; "
             "its weights or normalisation are broken, re-train it"
         )
-    return Prediction(
-        int(probabilities.argmax()), float(probabilities.max()), probabilities
-    )
+    likeliest, confidence = int(probabilities.argmax()), float(probabilities.max())
+    if rule is not None and score is not None and not score >= rule.threshold:
+        return Prediction(
+            None,
+            confidence,
+            probabilities,
+            reason=f"not a digit: it looks unlike the digits the model learned "
+            f"(digit score {score:.2f}, below {rule.threshold:.2f}); its best guess is "
+            f"{likeliest} ({confidence:.0%})",
+        )
+    return Prediction(likeliest, confidence, probabilities)
 
 
 @functools.lru_cache(maxsize=1)
@@ -913,6 +1017,7 @@ CSV_COLUMNS = [
     "digit",
     "confidence",
     *(f"p{digit}" for digit in range(10)),
+    "reason",
     "error",
 ]
 
@@ -943,6 +1048,7 @@ def write_csv(results: Sequence[FileResult], path: str | os.PathLike[str]) -> Pa
                         "",
                         "",
                         *[""] * 10,
+                        "",
                         inert_cell(result.error or ""),
                     ]
                 )
@@ -950,9 +1056,10 @@ def write_csv(results: Sequence[FileResult], path: str | os.PathLike[str]) -> Pa
                 writer.writerow(
                     [
                         inert_cell(str(result.path)),
-                        prediction.digit,
+                        "" if prediction.digit is None else prediction.digit,
                         f"{prediction.confidence:.6f}",
                         *(f"{p:.6f}" for p in prediction.probabilities),
+                        prediction.reason or "",
                         "",
                     ]
                 )

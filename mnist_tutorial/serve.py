@@ -46,9 +46,11 @@ class PredictionServer(ThreadingHTTPServer):
         model_name: str = "model",
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
         request_timeout: float = REQUEST_TIMEOUT_S,
+        log_requests: bool = True,
     ) -> None:
         super().__init__(address, PredictionHandler)
         self.predictor = predictor
+        self.log_requests = log_requests
         self.model_name = model_name
         self.max_upload_bytes = max_upload_bytes
         self.request_timeout = request_timeout
@@ -69,6 +71,11 @@ class PredictionHandler(BaseHTTPRequestHandler):
     error_message_format = ""  # send_error writes JSON instead (below)
     # Even a malformed request line gets a status line and headers, not HTTP/0.9.
     default_request_version = "HTTP/1.0"
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Log the request to stderr as http.server does, unless told to be quiet."""
+        if self.server.log_requests:
+            super().log_message(format, *args)
 
     def setup(self) -> None:
         """Give the connection the server's timeout before it is read."""
@@ -211,8 +218,11 @@ def make_server(
     model_name: str = "model",
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     request_timeout: float = REQUEST_TIMEOUT_S,
+    log_requests: bool = True,
 ) -> PredictionServer:
-    """Return a server on ``host:port`` (port 0: any free one), not serving yet."""
+    """Return a server on ``host:port`` (port 0: any free one), not serving yet.
+
+    It logs each request to stderr unless ``log_requests`` is False (chapter 8)."""
     if max_upload_bytes < 1:
         raise ConfigError(
             f"max_upload_bytes must be at least 1, got {max_upload_bytes}"
@@ -223,4 +233,5 @@ def make_server(
         model_name=model_name,
         max_upload_bytes=max_upload_bytes,
         request_timeout=request_timeout,
+        log_requests=log_requests,
     )

@@ -59,6 +59,17 @@ def preview_png(centred: np.ndarray) -> bytes:
     return png_bytes(paper.resize((side, side), Image.Resampling.NEAREST))
 
 
+def reading(prediction: Prediction) -> str:
+    """Return the HTML line that says what the model read (chapters 5 and 8)."""
+    if prediction.digit is None:
+        guess = int(prediction.probabilities.argmax())
+        return (
+            f"the model says <b>not a digit</b> (its best guess, {guess}, at "
+            f"{prediction.confidence:.1%})"
+        )
+    return f"the model reads <b>{prediction.digit}</b> ({prediction.confidence:.1%})"
+
+
 class ProbabilityBars(widgets.VBox):
     """A bar chart of the ten probabilities, one bar per digit (chapter 5).
 
@@ -142,10 +153,7 @@ class UploadPredictor(widgets.VBox):
         prediction = self.predictor.predict_batch(steps.tensor)[0]
         bars = ProbabilityBars()
         bars.show(prediction)
-        heading = widgets.HTML(
-            f"{title}: the model reads <b>{prediction.digit}</b> "
-            f"({prediction.confidence:.1%})"
-        )
+        heading = widgets.HTML(f"{title}: {reading(prediction)}")
         pictures = widgets.HBox(
             [
                 widgets.VBox(
@@ -294,9 +302,7 @@ class DrawingPad(widgets.VBox):
             self.show_empty()
             return
         prediction = self.predictor.predict_batch(steps.tensor)[0]
-        self.status.value = (
-            f"the model reads <b>{prediction.digit}</b> ({prediction.confidence:.1%})"
-        )
+        self.status.value = reading(prediction)
         self.preview.value = preview_png(steps.centred)
         self.bars.show(prediction)
 

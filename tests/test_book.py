@@ -18,13 +18,14 @@ PAGES = [
     "book/05_your_digits",
     "book/06_experiments",
     "book/07_from_scratch",
+    "book/08_beyond_the_notebook",
     # The live demo: a part of its own, between the chapters and the reference pages.
     "book/demo",
     "book/model_card",
     "book/glossary",
     "book/references",
 ]
-CHAPTERS = PAGES[1:8]
+CHAPTERS = PAGES[1:9]
 # Paths of the machine that executed a notebook must not be published with it.
 MACHINE_PATH = re.compile(r"(/work/|/tmp/|/root/|/home/|/Users/|[A-Z]:\\\\Users)")
 
@@ -132,6 +133,7 @@ SHORT_NAMES = [
     "digits",
     "experiments",
     "scratch",
+    "beyond",
 ]
 
 

@@ -135,6 +135,38 @@ def test_a_model_without_an_architecture_is_refused(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_temperature_is_saved_and_older_files_have_none(tmp_path: Path) -> None:
+    model = build_model("mlp")
+    path = save_checkpoint(
+        tmp_path / "calibrated.pt", model, normalization=(0.1, 0.3), temperature=0.42
+    )
+    assert load_checkpoint(path).temperature == 0.42
+    payload = torch.load(path, weights_only=True)
+    del payload["temperature"]
+    torch.save(payload, path)
+    assert load_checkpoint(path).temperature == 1.0
+
+
+@pytest.mark.parametrize("temperature", [0.0, -0.5, 21.0, float("nan"), "0.4", True])
+def test_a_bad_temperature_is_refused(tmp_path: Path, temperature: object) -> None:
+    path = save_checkpoint(tmp_path / "m.pt", build_model("mlp"), normalization=(0, 1))
+    torch.save(
+        {**torch.load(path, weights_only=True), "temperature": temperature}, path
+    )
+    with pytest.raises(
+        CheckpointError, match=r"m\.pt: temperature is .*, not a number"
+    ):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="temperature is"):
+        save_checkpoint(
+            tmp_path / "n.pt",
+            build_model("mlp"),
+            normalization=(0, 1),
+            temperature=temperature,  # type: ignore[arg-type]
+        )
+    assert not (tmp_path / "n.pt").exists()
+
+
 def test_missing_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as raised:
         load_checkpoint(tmp_path / "absent.pt")

@@ -21,6 +21,7 @@ from conftest import one_line_error
 
 import mnist_tutorial.cli as cli
 import mnist_tutorial.data as data
+from mnist_tutorial import build_model, load_checkpoint, save_checkpoint
 from mnist_tutorial.cli import as_flags, main, program_name
 
 MODULE = "python -m mnist_tutorial"
@@ -307,6 +308,10 @@ def test_train_then_evaluate(
     checkpoint = torch.load(out, weights_only=True)
     assert checkpoint["metrics"]["test_accuracy"] == card["test_accuracy"]
     assert checkpoint["training_state"] is not None  # --resumable is the default
+    temperature_line = next(line for line in lines if line.startswith("temperature"))
+    assert temperature_line == (
+        f"temperature {checkpoint['temperature']:.3f}, fitted on the validation split"
+    )
 
     synthetic_cli.clear()
     assert main(["evaluate", str(out), "--data", str(tmp_path / "data")]) == 0
@@ -319,6 +324,48 @@ def test_train_then_evaluate(
     assert main(["evaluate", str(out), "--split", "validation"]) == 0
     assert capsys.readouterr().out.startswith(
         f"{out} on the validation split (100 images)\n"
+    )
+
+
+def test_calibrate_fits_the_temperature_and_keeps_the_rest(
+    tmp_path: Path, synthetic_cli: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mlp.pt"
+    assert main(train_args(out, tmp_path / "data")) == 0
+    saved = torch.load(out, weights_only=True)
+    # As a checkpoint written before temperatures were fitted.
+    torch.save({**saved, "temperature": 1.0}, out)
+    capsys.readouterr()
+    assert main(["calibrate", str(out), "--data", str(tmp_path / "data")]) == 0
+    calibrated = torch.load(out, weights_only=True)
+    assert capsys.readouterr().out == (
+        f"{out}: temperature 1.000 -> {calibrated['temperature']:.3f}, fitted on the "
+        "validation split\n"
+        "no 'not a digit' rule: only a model laid out as the cnn gets one\n"
+    )
+    assert calibrated["novelty_rule"] is None
+    assert calibrated["temperature"] == pytest.approx(saved["temperature"])
+    assert calibrated["history"] == saved["history"]
+    assert calibrated["metrics"] == saved["metrics"]
+    for name, tensor in saved["state_dict"].items():
+        assert torch.equal(calibrated["state_dict"][name], tensor)
+
+
+def test_calibrate_gives_a_cnn_its_not_a_digit_rule(
+    tmp_path: Path, synthetic_cli: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.manual_seed(0)
+    path = save_checkpoint(
+        tmp_path / "cnn.pt",
+        build_model("cnn", widths=(8, 16, 16)),
+        normalization=(0.1307, 0.3081),
+    )
+    assert main(["calibrate", str(path), "--data", str(tmp_path / "data")]) == 0
+    rule = load_checkpoint(path).novelty_rule
+    assert rule is not None and rule.method == "combined"
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"'not a digit' below a combined score of {rule.threshold:.2f}, which 99.5% "
+        "of the validation digits reach"
     )
 
 

@@ -17,6 +17,7 @@ from mnist_tutorial.evaluate import (
     confusion,
     ensemble_candidates,
     expected_calibration_error,
+    fit_temperature,
     log_loss,
     metrics,
     most_confident_mistakes,
@@ -112,6 +113,32 @@ def test_predict_split_gives_probabilities_for_every_image() -> None:
     assert (predictions.predicted == predictions.probabilities.argmax(1)).all()
     assert predictions.labels.tolist() == (np.arange(25) % 10).tolist()
     assert not model.training
+
+
+def test_predict_split_divides_the_logits_by_the_temperature() -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp")
+    split = Split(
+        torch.randint(0, 256, (25, 28, 28), dtype=torch.uint8), torch.arange(25) % 10
+    )
+    plain = predict_split(model, split, (0.13, 0.31))
+    sharpened = predict_split(model, split, (0.13, 0.31), temperature=0.5)
+    expected = torch.from_numpy(plain.probabilities).log().div(0.5).softmax(1)
+    np.testing.assert_allclose(sharpened.probabilities, expected.numpy(), atol=1e-5)
+    assert (sharpened.predicted == plain.predicted).all()
+    assert (sharpened.confidence > plain.confidence).all()
+
+
+@pytest.mark.parametrize("true_temperature", [0.4, 1.0, 2.5])
+def test_fit_temperature_recovers_the_temperature_that_made_the_labels(
+    true_temperature: float,
+) -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(20_000, 10, generator=generator)
+    labels = torch.multinomial(
+        (logits / true_temperature).softmax(1), 1, generator=generator
+    )[:, 0]
+    assert fit_temperature(logits, labels) == pytest.approx(true_temperature, rel=0.05)
 
 
 def test_shift_images_moves_pixels_and_fills_with_black() -> None:

@@ -27,6 +27,7 @@ from mnist_tutorial.export import (
     BIAS_NAME,
     CONTRIBUTIONS_NAME,
     INPUT_NAME,
+    IS_DIGIT_NAME,
     OUTPUT_NAME,
     ExportError,
     PixelsToProbabilities,
@@ -34,7 +35,8 @@ from mnist_tutorial.export import (
     export_onnx,
 )
 from mnist_tutorial.model import look_inside
-from mnist_tutorial.predict import preprocess_image
+from mnist_tutorial.novelty import non_digit_pictures
+from mnist_tutorial.predict import InvalidImageError, Predictor, preprocess_image
 
 SAMPLES = Path(__file__).resolve().parent.parent / "book" / "samples"
 #: What stands at the output path before an export: an older, longer file.
@@ -52,15 +54,15 @@ def pictures() -> np.ndarray:
 
 
 def torch_probabilities(
-    model: torch.nn.Module, normalization: tuple[float, float], batch: np.ndarray
+    model: torch.nn.Module,
+    normalization: tuple[float, float],
+    batch: np.ndarray,
+    temperature: float = 1.0,
 ) -> np.ndarray:
     """Return PyTorch's probabilities for uint8 pictures, normalised as in training."""
     with torch.no_grad():
-        return (
-            model(normalize(torch.from_numpy(batch[:, 0]), *normalization))
-            .softmax(1)
-            .numpy()
-        )
+        logits = model(normalize(torch.from_numpy(batch[:, 0]), *normalization))
+        return (logits / temperature).softmax(1).numpy()
 
 
 def onnx_module():
@@ -131,6 +133,7 @@ def test_export_reads_uint8_pictures_and_returns_probabilities(shipped: Path) ->
     assert metadata["normalization"] == "{:.6f},{:.6f}".format(
         *load_pretrained().normalization
     )
+    assert metadata["temperature"] == f"{load_pretrained().temperature:.6f}"
 
 
 @pytest.mark.slow
@@ -145,7 +148,11 @@ def test_export_replaces_an_existing_file_whole(shipped: Path) -> None:
 def test_export_gives_pytorchs_answers(shipped: Path) -> None:
     checkpoint = load_pretrained()
     batch = pictures()
-    expected = torch_probabilities(checkpoint.model, checkpoint.normalization, batch)
+    # The shipped model is calibrated: the graph divides its logits by a temperature.
+    assert checkpoint.temperature != 1.0
+    expected = torch_probabilities(
+        checkpoint.model, checkpoint.normalization, batch, checkpoint.temperature
+    )
     actual = onnx_probabilities(shipped, batch)
     assert actual.shape == (len(batch), 10)
     np.testing.assert_allclose(actual, expected, atol=1e-5)
@@ -187,14 +194,15 @@ def test_export_uses_the_checkpoints_own_normalisation(odd) -> None:
     )
 
 
-def test_pixels_to_probabilities_folds_in_the_normalisation() -> None:
+def test_pixels_to_probabilities_folds_in_the_normalisation_and_temperature() -> None:
     torch.manual_seed(0)
     model = build_model("mlp").eval()
     batch = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
-    wrapped = PixelsToProbabilities(model, (0.5, 0.25)).eval()
+    wrapped = PixelsToProbabilities(model, (0.5, 0.25), temperature=0.5).eval()
     with torch.no_grad():
-        expected = model(normalize(batch[:, 0], 0.5, 0.25)).softmax(1)
-        torch.testing.assert_close(wrapped(batch), expected)
+        logits = model(normalize(batch[:, 0], 0.5, 0.25))
+        torch.testing.assert_close(wrapped(batch), (logits / 0.5).softmax(1))
+        assert not torch.allclose(wrapped(batch), logits.softmax(1))
 
 
 @pytest.mark.slow
@@ -326,6 +334,31 @@ def test_the_inside_export_returns_what_look_inside_computes(
         np.testing.assert_allclose(actual, expected.numpy(), atol=1e-4)
     np.testing.assert_allclose(contributions, view.contributions.numpy(), atol=1e-4)
     np.testing.assert_allclose(bias, np.tile(view.bias.numpy(), (len(batch), 1)))
+
+
+@pytest.mark.slow
+def test_the_inside_export_abstains_where_the_predictor_does(tmp_path: Path) -> None:
+    out = export_onnx(None, tmp_path / "shipped-inside.onnx", inside=True)
+    onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_outputs()[-1].name == IS_DIGIT_NAME
+    pictures = [
+        *non_digit_pictures("letters", 40, seed=3),
+        *sorted(SAMPLES.glob("*.png")),
+    ]
+    fields, expected = [], []
+    predictor = Predictor()
+    for picture in pictures:
+        try:
+            steps = preprocess_image(picture, predictor.normalization, keep_steps=True)
+        except InvalidImageError:
+            continue
+        fields.append(steps.centred)
+        expected.append(predictor.predict_batch(steps.tensor)[0].digit is not None)
+    is_digit = session.run([IS_DIGIT_NAME], {INPUT_NAME: np.stack(fields)[:, None]})[0]
+    assert is_digit.tolist() == [float(answered) for answered in expected]
+    # Both kinds of answer are there: the check can fail either way.
+    assert 0 < sum(expected) < len(expected)
 
 
 def test_only_a_cnn_can_be_exported_with_its_inside(tmp_path: Path) -> None:

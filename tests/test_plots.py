@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from mnist_tutorial import measures, plots
+from mnist_tutorial.model import build_model, look_inside
 from mnist_tutorial.records import EpochRecord, History
 
 
@@ -286,6 +287,7 @@ SAMPLES = sorted(
         lambda: plots.plot_probabilities(
             np.full(10, 0.05) + 0.5 * (np.arange(10) == 7)
         ),
+        lambda: plots.plot_inside(small_cnn(), SAMPLES[0]),
     ],
     ids=[
         "sample_pictures",
@@ -293,6 +295,7 @@ SAMPLES = sorted(
         "preprocessing_steps",
         "accuracy",
         "probabilities",
+        "inside",
     ],
 )
 def test_chapter_5_figures_are_titled_and_not_left_open(make) -> None:
@@ -338,6 +341,47 @@ def test_probabilities_mark_the_most_probable_digit() -> None:
     assert bars[3].get_height() == pytest.approx(82.0)
     assert bars[3].get_facecolor() != bars[0].get_facecolor()
     assert "82.0 %" in [text.get_text() for text in figure.axes[0].texts]
+
+
+def small_cnn() -> torch.nn.Module:
+    """The book's cnn, narrow and freshly initialised (seeded): fast, and laid out like the shipped one."""
+    torch.manual_seed(0)
+    return build_model("cnn", widths=(6, 8, 10))
+
+
+def test_inside_shows_the_evidence_and_each_blocks_most_active_maps() -> None:
+    model = small_cnn()
+    batch = torch.randn(1, 1, 28, 28)
+    view = look_inside(model, batch)
+    figure = plots.plot_inside(model, batch, digit=3, channels=5, temperature=2.0)
+    evidence_ax, bars_ax = figure.axes[1:3]
+    # The evidence map is the chosen digit's 7x7 contributions, on one scale symmetric
+    # about zero, and its label adds them and the bias up to the logit.
+    np.testing.assert_allclose(
+        evidence_ax.images[0].get_array(), view.contributions[0, 3].numpy()
+    )
+    low, high = evidence_ax.images[0].get_clim()
+    assert low == -high == -view.contributions.abs().max().item()
+    logit = view.contributions[0, 3].sum() + view.bias[3]
+    assert evidence_ax.get_title() == "evidence for 3"
+    assert evidence_ax.get_xlabel().endswith(f"= logit {logit:.1f}")
+    # The bars are the tempered softmax of the same logits.
+    logits = view.contributions[0].sum(dim=(1, 2)) + view.bias
+    expected = 100 * (logits / 2.0).softmax(0).numpy()
+    heights = [bar.get_width() for bar in bars_ax.patches]
+    np.testing.assert_allclose(heights, expected, rtol=1e-5)
+    # Each block: its 5 most active maps, most active first, on one shared scale.
+    tiles = [ax for ax in figure.axes[3:] if ax.images]
+    assert len(tiles) == 3 * 5
+    for block, maps in enumerate(view.feature_maps):
+        row = tiles[5 * block : 5 * block + 5]
+        means = maps[0].mean(dim=(1, 2))
+        shown = [int(ax.get_title().lstrip("#")) for ax in row]
+        assert shown == means.argsort(descending=True, stable=True)[:5].tolist()
+        assert len({ax.images[0].get_clim() for ax in row}) == 1
+    assert "block 3: the 5 most active of its 10 maps (7x7)" in [
+        text.get_text() for text in figure.findobj(Text)
+    ]
 
 
 def visible_texts(figure: Figure) -> list[Text]:
@@ -430,6 +474,9 @@ BOOK_FIGURES = {
     ),
     "probabilities": lambda images, labels: plots.plot_probabilities(
         np.full(10, 0.05) + 0.5 * (np.arange(10) == 7)
+    ),
+    "inside": lambda images, labels: plots.plot_inside(
+        small_cnn(), images[:1].unsqueeze(1).float() / 255, channels=8
     ),
 }
 

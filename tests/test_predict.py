@@ -18,9 +18,15 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
-from mnist_tutorial import build_model, load_pretrained, save_checkpoint
+from mnist_tutorial import (
+    build_model,
+    load_checkpoint,
+    load_pretrained,
+    save_checkpoint,
+)
 from mnist_tutorial.cli import main
 from mnist_tutorial.errors import ConfigError, ModelOutputError
+from mnist_tutorial.novelty import NoveltyRule
 from mnist_tutorial.predict import (
     FIELD_SIDE,
     MAX_PIXELS,
@@ -28,6 +34,7 @@ from mnist_tutorial.predict import (
     InvalidImageError,
     Prediction,
     Predictor,
+    as_prediction,
     image_files,
     open_image,
     predict_folder,
@@ -656,6 +663,36 @@ def test_a_predictor_gives_its_models_own_probabilities() -> None:
     assert predictor.predict(one()).digit == int(expected[1].argmax())
 
 
+def test_a_predictor_divides_the_logits_by_its_temperature(tmp_path: Path) -> None:
+    model = tiny().eval()
+    batch = preprocess_image(seven(), NORMALIZATION)
+    with torch.no_grad():
+        logits = model(batch)
+    bare = Predictor(model, NORMALIZATION, temperature=0.5)
+    np.testing.assert_allclose(
+        bare.probabilities(batch), (logits / 0.5).softmax(1).numpy(), atol=1e-6
+    )
+    saved = save_checkpoint(
+        tmp_path / "calibrated.pt", model, normalization=NORMALIZATION, temperature=2.0
+    )
+    from_checkpoint = Predictor(load_checkpoint(saved))
+    assert from_checkpoint.temperature == 2.0
+    np.testing.assert_allclose(
+        from_checkpoint.probabilities(batch),
+        (logits / 2.0).softmax(1).numpy(),
+        atol=1e-6,
+    )
+    # An argument overrides the checkpoint's; a bare model's default is 1.
+    assert Predictor(load_checkpoint(saved), temperature=1.0).temperature == 1.0
+    assert Predictor(model, NORMALIZATION).temperature == 1.0
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, 100.0, float("nan")])
+def test_a_temperature_out_of_range_is_a_config_error(temperature: float) -> None:
+    with pytest.raises(ConfigError, match=r"^temperature=.* is outside 0\.05-20"):
+        Predictor(tiny(), NORMALIZATION, temperature=temperature)
+
+
 def test_a_predictor_uses_its_normalisation() -> None:
     model = tiny().eval()
     own = Predictor(model, NORMALIZATION).predict(seven()).probabilities
@@ -843,10 +880,56 @@ def test_write_csv_writes_one_row_per_result_and_never_overwrites(
         1, abs=1e-4
     )
     assert rows[2]["digit"] == "" and "truncated or corrupt" in rows[2]["error"]
+    assert seven_row["reason"] == rows[2]["reason"] == ""
     before = target.read_bytes()
     with pytest.raises(FileExistsError, match="already exists"):
         write_csv(results[:1], target)
     assert target.read_bytes() == before
+
+
+def test_an_abstention_has_no_digit_and_says_why(tmp_path: Path) -> None:
+    probabilities = np.array([0.02, 0.02, 0.02, 0.02, 0.6, 0.2, 0.04, 0.04, 0.02, 0.02])
+    rule = NoveltyRule("energy", threshold=1.5)
+    answered = as_prediction(probabilities, 1.5, rule)
+    assert answered.digit == 4 and answered.reason is None
+    assert answered.summary() == "4 (60.0%)"
+    refused = as_prediction(probabilities, 1.2, rule)
+    assert refused.digit is None and refused.confidence == pytest.approx(0.6)
+    assert refused.reason == (
+        "not a digit: it looks unlike the digits the model learned (digit score 1.20, "
+        "below 1.50); its best guess is 4 (60%)"
+    )
+    assert refused.summary() == "not a digit (best guess 4, 60.0%)"
+    assert as_prediction(probabilities, float("nan"), rule).digit is None
+    result = FileResult(Path("x.png"), refused)
+    assert result.ok and result.to_dict()["digit"] is None
+    assert result.to_dict()["reason"] == refused.reason
+    target = write_csv([result], tmp_path / "refused.csv")
+    with target.open(newline="") as handle:
+        (row,) = csv.DictReader(handle)
+    assert row["digit"] == "" and row["reason"] == refused.reason and row["error"] == ""
+
+
+def test_a_predictor_abstains_with_its_checkpoints_rule(tmp_path: Path) -> None:
+    model = tiny().eval()
+    batch = torch.cat([preprocess_image(seven(), NORMALIZATION)] * 2)
+    with torch.no_grad():
+        energy = torch.logsumexp(model(batch), 1)[0].item()
+    path = save_checkpoint(
+        tmp_path / "abstains.pt",
+        model,
+        normalization=NORMALIZATION,
+        novelty_rule=NoveltyRule("energy", threshold=energy + 1.0),
+    )
+    refusing = Predictor(load_checkpoint(path))
+    assert [p.digit for p in refusing.predict_batch(batch)] == [None, None]
+    (outcome,) = refusing.outcomes([seven()])
+    assert isinstance(outcome, Prediction) and outcome.digit is None
+    assert "not a digit" in (outcome.reason or "")
+    answering = Predictor(load_checkpoint(path), abstain=False)
+    assert answering.predict(seven()).digit == int(
+        refusing.probabilities(batch)[0].argmax()
+    )
 
 
 def test_file_result_to_dict() -> None:
@@ -858,6 +941,7 @@ def test_file_result_to_dict() -> None:
         "digit": None,
         "confidence": None,
         "probabilities": None,
+        "reason": None,
         "error": "no ink found",
     }
 

@@ -227,3 +227,21 @@ def test_serve_on_the_command_line(tmp_path: Path) -> None:
         out, err = served.communicate(timeout=20)
     assert served.returncode == 0, err
     assert out.splitlines()[-1] == "stopped"
+
+
+@pytest.mark.parametrize("log_requests", [True, False])
+def test_requests_are_logged_unless_the_server_is_quiet(
+    predictor: Predictor, capfd: pytest.CaptureFixture[str], log_requests: bool
+) -> None:
+    served = make_server(predictor, port=0, log_requests=log_requests)
+    thread = threading.Thread(target=served.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, _ = post(served.url, SAMPLE.read_bytes())
+    finally:
+        served.shutdown()
+        served.server_close()
+        thread.join(timeout=5)
+    assert status == 200
+    logged = capfd.readouterr().err
+    assert ('"POST /predict HTTP/1.1" 200' in logged) == log_requests

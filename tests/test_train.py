@@ -18,7 +18,6 @@ import torch
 import mnist_tutorial.train as train_module
 from mnist_tutorial.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mnist_tutorial.data import DeviceLoader, MnistData
-from mnist_tutorial.evaluate import accuracy, predict_split
 from mnist_tutorial.model import Network, build_model
 from mnist_tutorial.records import (
     EpochRecord,
@@ -425,22 +424,3 @@ def test_resuming_needs_training_state(small: MnistData, tmp_path: Path) -> None
         "this checkpoint holds no training state (saved with training_state=None), so "
         "training cannot resume from it; start a new run (resume=None)"
     )
-
-
-@pytest.mark.slow
-def test_one_real_epoch_of_the_default_model(mnist: MnistData) -> None:
-    """The default CNN on all 54,000 training images for one epoch, as in chapter 3."""
-    torch.manual_seed(0)
-    model = build_model()
-    lines: list[str] = []
-    run = fit(
-        model,
-        mnist,
-        TrainConfig(epochs=1, device="cpu"),
-        progress=False,
-        log=lines.append,
-    )
-    assert lines[0].startswith("training cnn on cpu (54,000 images")
-    assert lines[1].startswith("epoch  1/1")
-    assert run.history.epochs[0].val_accuracy > 0.98
-    assert accuracy(predict_split(model, mnist.test, mnist.normalization)) > 0.98

@@ -8,7 +8,8 @@ to every page, and a widget manager loaded twice draws every widget twice):
   the ipycanvas widget code from the pinned Python package, the same version as the
   notebooks' kernel side;
 - ``_demo/``: the live demo's scripts and style (this folder) and the ONNX model
-  written by ``python -m mnist_tutorial export-onnx``.
+  written by ``python -m mnist_tutorial export-onnx --inside`` (without ``--inside``
+  the demo shows the probabilities only).
 
 ``_config.yml`` points myst-nb's widget scripts and Sphinx's MathJax at ``_vendor/``.
 
@@ -139,7 +140,7 @@ def plan(root: Path, node_modules: Path, model: Path) -> dict[Path, Path]:
     if not model.is_file():
         raise ExtensionError(
             f"the demo's model {model} is missing: run `python -m mnist_tutorial "
-            f"export-onnx --out {model}` in {root}"
+            f"export-onnx --inside --out {model}` in {root}"
         )
     # The demo loads it under this name whatever the configured file is called.
     files[Path("_demo", "mnist_cnn.onnx")] = model
