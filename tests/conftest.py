@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Fixtures that need the real MNIST or the built book: a test that uses one is slow.
@@ -252,8 +253,24 @@ def synthetic_mnist(synthetic: SyntheticMnist):
 
 @pytest.fixture(scope="session")
 def built_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Return the html folder of the book built once, warnings as errors (slow)."""
-    output = tmp_path_factory.mktemp("book")
+    """Return the html folder of the book built once, warnings as errors (slow).
+
+    Once per run, not per pytest-xdist worker: the workers share the run's temporary
+    folder, and a lock keeps the second waiting for the first's build.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    output = root / "book"
+    with FileLock(str(root / "book.lock")):
+        if not (output / "built").exists():
+            _build_book(output)
+            (output / "built").touch()
+    return output / "_build" / "html"
+
+
+def _build_book(output: Path) -> None:
+    """Build the book into ``output``; fail with the log's end on any warning."""
     executable = shutil.which(
         "jupyter-book", path=str(Path(sys.executable).parent)
     ) or shutil.which("jupyter-book")
@@ -276,7 +293,6 @@ def built_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, (
         f"build failed or warned:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     )
-    return output / "_build" / "html"
 
 
 @pytest.fixture()

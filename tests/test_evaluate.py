@@ -101,12 +101,18 @@ def test_report_lists_every_digit(sample: Predictions) -> None:
     assert "macro avg" in text
 
 
+def random_split(count: int = 25) -> Split:
+    """Return a split of random pictures labelled 0 to 9 in turn."""
+    return Split(
+        torch.randint(0, 256, (count, 28, 28), dtype=torch.uint8),
+        torch.arange(count) % 10,
+    )
+
+
 def test_predict_split_gives_probabilities_for_every_image() -> None:
     torch.manual_seed(0)
     model = build_model("mlp")
-    split = Split(
-        torch.randint(0, 256, (25, 28, 28), dtype=torch.uint8), torch.arange(25) % 10
-    )
+    split = random_split()
     predictions = predict_split(model, split, (0.13, 0.31), batch_size=10)
     assert predictions.probabilities.shape == (25, 10)
     assert np.allclose(predictions.probabilities.sum(1), 1, atol=1e-5)
@@ -118,9 +124,7 @@ def test_predict_split_gives_probabilities_for_every_image() -> None:
 def test_predict_split_divides_the_logits_by_the_temperature() -> None:
     torch.manual_seed(0)
     model = build_model("mlp")
-    split = Split(
-        torch.randint(0, 256, (25, 28, 28), dtype=torch.uint8), torch.arange(25) % 10
-    )
+    split = random_split()
     plain = predict_split(model, split, (0.13, 0.31))
     sharpened = predict_split(model, split, (0.13, 0.31), temperature=0.5)
     expected = torch.from_numpy(plain.probabilities).log().div(0.5).softmax(1)

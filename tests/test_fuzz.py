@@ -90,7 +90,10 @@ def check_outcome(predictor: Predictor, source: object) -> None:
         and torch.isfinite(batch).all()
     )
     prediction = predictor.predict_batch(batch)[0]
-    assert 0 <= prediction.digit <= 9 and 0 < prediction.confidence <= 1
+    # No digit only with its reason: the shipped rule abstains on what is no digit.
+    assert prediction.digit is None or 0 <= prediction.digit <= 9
+    assert (prediction.digit is None) == (prediction.reason is not None)
+    assert 0 < prediction.confidence <= 1
     assert math.isclose(float(prediction.probabilities.sum()), 1.0, abs_tol=1e-4)
 
 

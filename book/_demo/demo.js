@@ -386,7 +386,7 @@
       if (this.inside) this.showInside();
       const finished = performance.now();
       this.last = {
-        digit, probabilities, source, centred: Array.from(steps.centred),
+        digit, isDigit, probabilities, source, centred: Array.from(steps.centred),
         ms: finished - started, preprocessMs: preprocessed - started, inferenceMs: inferred - preprocessed,
         drawMs: finished - inferred,
       };
