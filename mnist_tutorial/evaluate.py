@@ -105,8 +105,15 @@ def predict_split(
         batch_size=batch_size,
         engine=engine,
     )
-    probabilities = (logits / temperature).softmax(1).numpy()
-    return Predictions(probabilities, probabilities.argmax(1), split.labels.numpy())
+    return predictions_from_logits(logits, split.labels, temperature)
+
+
+def predictions_from_logits(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> Predictions:
+    """Return the Predictions of (N, 10) logits divided by a temperature (chapter 8)."""
+    probabilities = (logits.float() / temperature).softmax(1).numpy()
+    return Predictions(probabilities, probabilities.argmax(1), labels.numpy())
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -515,8 +515,3 @@ def digit_scores(
     Higher is more digit-like; the rule answers from its threshold up.
     """
     return score_features(rule.method, rule.parameters, digit_features(model, images))
-
-
-def is_digit(rule: NoveltyRule, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Return a bool per picture of a normalised batch: True to answer (chapter 8)."""
-    return digit_scores(rule, model, images) >= rule.threshold

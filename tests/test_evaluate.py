@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from mnist_tutorial.data import Split
+from mnist_tutorial.data import Split, normalize
 from mnist_tutorial.evaluate import (
     TTA_SHIFTS,
     Predictions,
@@ -24,6 +24,7 @@ from mnist_tutorial.evaluate import (
     per_class_accuracy,
     predict_split,
     predict_with_tta,
+    predictions_from_logits,
     reliability,
     report,
     shift_images,
@@ -131,6 +132,20 @@ def test_predict_split_divides_the_logits_by_the_temperature() -> None:
     np.testing.assert_allclose(sharpened.probabilities, expected.numpy(), atol=1e-5)
     assert (sharpened.predicted == plain.predicted).all()
     assert (sharpened.confidence > plain.confidence).all()
+
+
+def test_predictions_from_logits_match_predict_split() -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp").eval()
+    split = random_split()
+    from_split = predict_split(model, split, (0.13, 0.31), temperature=0.7)
+    with torch.no_grad():
+        logits = model(normalize(split.images, 0.13, 0.31))
+    from_logits = predictions_from_logits(logits, split.labels, 0.7)
+    np.testing.assert_allclose(
+        from_logits.probabilities, from_split.probabilities, atol=1e-6
+    )
+    assert (from_logits.labels == split.labels.numpy()).all()
 
 
 @pytest.mark.parametrize("true_temperature", [0.4, 1.0, 2.5])
