@@ -35,10 +35,19 @@ from .predict import (
     predict_images,
     preprocess_image,
 )
-from .records import History, TrainConfig, TrainingRun, TrainingState
+from .records import (
+    RECIPES,
+    History,
+    Recipe,
+    TrainConfig,
+    TrainingRun,
+    TrainingState,
+    recipe,
+)
 from .train import fit
 
 __all__ = [
+    "RECIPES",
     "Checkpoint",
     "CheckpointError",
     "ConfigError",
@@ -55,6 +64,7 @@ __all__ = [
     "Predictions",
     "Predictor",
     "PreprocessSteps",
+    "Recipe",
     "Split",
     "TrainConfig",
     "TrainingRun",
@@ -81,6 +91,7 @@ __all__ = [
     "predict_split",
     "preprocess_image",
     "pretrained_card",
+    "recipe",
     "save_checkpoint",
     "select_device",
     "slant",

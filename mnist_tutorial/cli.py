@@ -55,7 +55,7 @@ from .inference import ENGINES
 from .model import DEFAULT_MODEL, available_models, build_model, count_parameters
 from .novelty import DEFAULT_KEEP, NoveltyRule, fit_novelty_rule
 from .predict import AUTO_ENGINE, Predictor, choose_engine, expand_paths, write_csv
-from .records import TrainConfig
+from .records import RECIPES, TrainConfig
 from .serve import MAX_UPLOAD_BYTES, make_server
 from .train import check_resumable, fit
 
@@ -225,10 +225,23 @@ def build_parser(prog: str = MODULE_PROG) -> Parser:
         epilog=DATA_PARALLEL_HELP,
     )
     train.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=None,
+        help="a named run, whose settings the other flags override: "
+        # argparse reads % in help as a format: the purposes' 99% becomes 99%%.
+        + "; ".join(
+            f"{name}: {r.purpose}".replace("%", "%%")
+            for name, r in sorted(RECIPES.items())
+        )
+        + " (default: default)",
+    )
+    train.add_argument(
         "--model",
         choices=available_models(),
         default=None,
-        help=f"architecture (default: {DEFAULT_MODEL}; resuming, the checkpoint's)",
+        help=f"architecture (default: the recipe's, {DEFAULT_MODEL}; resuming, the "
+        "checkpoint's)",
     )
     train.add_argument(
         "--out",
@@ -435,7 +448,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def training_config(args: argparse.Namespace, resume: Checkpoint | None) -> TrainConfig:
-    """Return the TrainConfig: flags given, over the resumed run's or the defaults."""
+    """Return the TrainConfig: flags given, over the resumed run's or the recipe's."""
     given = {
         field.name: getattr(args, field.name)
         for field in fields(TrainConfig)
@@ -444,7 +457,7 @@ def training_config(args: argparse.Namespace, resume: Checkpoint | None) -> Trai
     base = (
         resume.config
         if resume is not None and resume.config is not None
-        else TrainConfig()
+        else RECIPES[args.recipe or "default"].config
     )
     return replace(base, **given)
 
@@ -486,6 +499,11 @@ def print_if(condition: bool, line: str) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train or resume, report, save checkpoint and model card; return the exit code."""
+    if args.resume is not None and args.recipe is not None:
+        raise UsageError(
+            f"--recipe {args.recipe} starts a new run, --resume continues one with its "
+            "own settings; give one of them"
+        )
     resume = load_checkpoint(args.resume) if args.resume is not None else None
     config = training_config(args, resume)
     check_out(args.out)
@@ -512,7 +530,13 @@ def run_train(args: argparse.Namespace) -> int:
         )
     else:
         torch.manual_seed(config.seed)
-        model = build_model(args.model or DEFAULT_MODEL)
+        chosen = RECIPES[args.recipe or "default"]
+        # The recipe's architecture arguments fit its own model, not one --model names.
+        model = (
+            build_model(args.model)
+            if args.model is not None and args.model != chosen.model
+            else chosen.new_model()
+        )
     print_if(
         speaks, f"{model.architecture['name']}: {count_parameters(model):,} parameters"
     )

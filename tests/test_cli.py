@@ -327,6 +327,57 @@ def test_train_then_evaluate(
     )
 
 
+def recipe_args(out: Path, *extra: str) -> list[str]:
+    return ["train", "--device", "cpu", "--no-progress", "--out", str(out), *extra]
+
+
+def test_a_recipe_sets_the_model_and_the_run(
+    tmp_path: Path, synthetic_cli: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "fast.pt"
+    assert main(recipe_args(out, "--recipe", "fast", "--batch-size", "50")) == 0
+    assert capsys.readouterr().out.startswith("cnn: 54,778 parameters\n")
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.architecture == {
+        "name": "cnn",
+        "kwargs": {"widths": (16, 32, 64)},
+    }
+    assert checkpoint.config is not None
+    # The recipe's settings, and over them the flag given.
+    assert checkpoint.config.epochs == 1 and not checkpoint.config.augment
+    assert checkpoint.config.batch_size == 50
+
+
+def test_a_flag_overrides_the_recipe_and_another_model_drops_its_widths(
+    tmp_path: Path, synthetic_cli: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mlp.pt"
+    args = recipe_args(out, "--recipe", "fast", "--model", "mlp", "--epochs", "2")
+    assert main([*args, "--batch-size", "50"]) == 0
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.architecture == {"name": "mlp", "kwargs": {}}
+    assert checkpoint.config is not None and checkpoint.config.epochs == 2
+    assert not checkpoint.config.augment
+
+
+def test_a_recipe_and_resume_together_are_refused(
+    tmp_path: Path, synthetic_cli: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run.pt"
+    assert main(recipe_args(out, "--recipe", "fast", "--resume", str(out))) == 2
+    one_line_error(capsys, "--recipe fast starts a new run", "give one of them")
+    assert not out.exists() and synthetic_cli == []
+
+
+def test_an_unknown_recipe_is_refused_with_the_choices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(recipe_args(tmp_path / "x.pt", "--recipe", "best"))
+    assert exit_info.value.code == 2
+    one_line_error(capsys, "invalid choice: 'best'", "default", "fast")
+
+
 def test_calibrate_fits_the_temperature_and_keeps_the_rest(
     tmp_path: Path, synthetic_cli: list[object], capsys: pytest.CaptureFixture[str]
 ) -> None:
