@@ -14,7 +14,7 @@ per-epoch validation pass, which the reference does not do.
 The machine is shared, so the runs are interleaved, ours first and last: ours,
 reference, ours, ..., ours, for --rounds reference runs. Each recipe's time is the
 median of its runs, so load that comes and goes weighs on both alike. CPU seconds
-barely move with load (they count only this process's work), wall seconds do.
+move less with load than wall seconds: they count only this process's work.
 
     python benchmarks/train_speed.py                   # 3 runs of ours, 2 reference
     python benchmarks/train_speed.py --recipe default  # the 15-epoch default run
