@@ -29,6 +29,7 @@ from .checkpoint import (
     save_checkpoint,
     write_model_card,
 )
+from .coarse import with_coarse_scans
 from .data import (
     DatasetUnavailableError,
     MnistData,
@@ -541,6 +542,14 @@ def run_train(args: argparse.Namespace) -> int:
         speaks, f"{model.architecture['name']}: {count_parameters(model):,} parameters"
     )
     started, wall_clock = time.perf_counter(), time.time()
+    if config.coarse_scans > 0:
+        # fit_calibration fits the 'not a digit' rule on these scans too.
+        data = with_coarse_scans(data, progress=args.progress)
+        print_if(
+            speaks,
+            f"coarse scans of {len(data.train):,} training digits made in "
+            f"{time.perf_counter() - started:.0f} s",
+        )
     try:
         run = fit(
             model,
@@ -568,7 +577,7 @@ def run_train(args: argparse.Namespace) -> int:
     history = run.history
     test = metrics(predict_split(model, data.test, data.normalization))
     print(f"test accuracy {test.accuracy:.2%} ({test.errors} errors in {test.count:,})")
-    temperature, rule = fit_calibration(model, data)
+    temperature, rule = fit_calibration(model, data, config.coarse_scans, config.seed)
     print(f"temperature {temperature:.3f}, fitted on the validation split")
     print(describe_rule(rule))
     results = {
@@ -651,20 +660,33 @@ def check_csv(csv: Path) -> None:
 
 
 def fit_calibration(
-    model: nn.Module, data: MnistData
+    model: nn.Module, data: MnistData, coarse_share: float = 0.0, seed: int = 0
 ) -> tuple[float, NoveltyRule | None]:
     """Return a trained model's temperature and novelty rule (chapter 8).
 
     Both are chosen on the validation split; the rule's parameters come from the
-    training split. Models not laid out as a cnn get no rule.
+    training split and, where it holds coarse scans, from ``coarse_share`` of them, the
+    share the model trained on, drawn with ``seed``. Models not laid out as a cnn get
+    no rule.
     """
     logits = split_logits(model, data.validation, data.normalization)
     temperature = fit_temperature(logits, data.validation.labels)
+    train = data.train
+    train_images, train_labels = train.images, train.labels
+    if train.coarse is not None and coarse_share > 0:
+        # Scans are digits too, but a cluster of their own: a Gaussian per digit and
+        # kind keeps each tight. As many as training saw, so that the digits still
+        # set the scale of the shared spread.
+        generator = torch.Generator().manual_seed(seed)
+        count = round(coarse_share * len(train))
+        chosen = torch.randperm(len(train), generator=generator)[:count]
+        train_images = torch.cat([train.images, train.coarse[chosen]])
+        train_labels = torch.cat([train.labels, train.labels[chosen] + 10])
     try:
         rule = fit_novelty_rule(
             model,
-            normalize(data.train.images, *data.normalization),
-            data.train.labels,
+            normalize(train_images, *data.normalization),
+            train_labels,
             normalize(data.validation.images, *data.normalization),
         )
     except ValueError:
@@ -689,7 +711,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
     mean, std = checkpoint.normalization
     # The model reads pictures normalised as it was trained, whatever this data says.
     data = replace(data, mean=mean, std=std)
-    temperature, rule = fit_calibration(checkpoint.model, data)
+    config = checkpoint.config or TrainConfig()
+    if config.coarse_scans > 0:
+        # Its rule was fitted with the coarse scans it trained on; so is the new one.
+        started = time.perf_counter()
+        data = with_coarse_scans(data)
+        print(
+            f"coarse scans of {len(data.train):,} training digits made in "
+            f"{time.perf_counter() - started:.0f} s"
+        )
+    temperature, rule = fit_calibration(
+        checkpoint.model, data, config.coarse_scans, config.seed
+    )
     save_checkpoint(
         args.checkpoint,
         checkpoint.model,

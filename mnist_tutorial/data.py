@@ -256,10 +256,14 @@ def download_mnist(
 
 @dataclass(frozen=True)
 class Split:
-    """One split of MNIST: uint8 images (N, 28, 28) and int64 labels (N,)."""
+    """One split of MNIST: uint8 images (N, 28, 28) and int64 labels (N,).
+
+    ``coarse``, when set, holds the same digits coarsely scanned (chapter 5).
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
+    coarse: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -403,11 +407,12 @@ class DeviceLoader:
     """Batches of a split kept whole on one device, normalised there (chapter 3).
 
     With ``augment``, each image is also randomly rotated, shifted and scaled there.
-    With ``shard=(rank, processes)``, the loader is one process's part of a
-    data-parallel run: every process draws the same order, each batch of
-    ``batch_size * processes`` images is dealt out, every ``processes``-th image to
-    each, as DistributedSampler does, and the augmentation is the one a single process
-    would draw for that batch.
+    With ``coarse_share``, that share of each batch, drawn at random, is read from
+    the split's coarse scans instead. With ``shard=(rank, processes)``, the loader
+    is one process's part of a data-parallel run: every process draws the same
+    order, each batch of ``batch_size * processes`` images is dealt out, every
+    ``processes``-th image to each, as DistributedSampler does, and the augmentation
+    is the one a single process would draw for that batch.
     """
 
     def __init__(
@@ -419,6 +424,7 @@ class DeviceLoader:
         device: torch.device | str = "cpu",
         shuffle: bool = False,
         augment: bool = False,
+        coarse_share: float = 0.0,
         drop_last: bool = False,
         seed: int = 0,
         shard: tuple[int, int] = (0, 1),
@@ -429,8 +435,21 @@ class DeviceLoader:
             raise ValueError(
                 f"shard must be (rank, processes), 0 <= rank < processes, got {shard}"
             )
+        if not 0 <= coarse_share <= 1:
+            raise ValueError(f"coarse_share must be in [0, 1], got {coarse_share}")
+        if coarse_share > 0 and split.coarse is None:
+            raise ValueError(
+                "coarse_share needs the split's coarse scans; make them with "
+                "mnist_tutorial.coarse.with_coarse_scans"
+            )
         self.device = torch.device(device)
         self.images = split.images.to(self.device)
+        self.coarse = (
+            split.coarse.to(self.device)
+            if coarse_share > 0 and split.coarse is not None
+            else None
+        )
+        self.coarse_share = coarse_share
         self.labels = split.labels.to(self.device)
         self.batch_size = batch_size
         self.mean, self.std = normalization
@@ -462,9 +481,18 @@ class DeviceLoader:
                 if self.augment
                 else None
             )
+            scanned = (
+                torch.rand(len(dealt), generator=self.generator) < self.coarse_share
+                if self.coarse is not None
+                else None
+            )
             if len(index) == 0:  # the last, short batch of an unshuffled split
                 continue
-            images = normalize(self.images[index], self.mean, self.std)
+            pixels = self.images[index]
+            if scanned is not None and self.coarse is not None:
+                mine = scanned[self.rank :: self.processes].to(self.device)
+                pixels = torch.where(mine[:, None, None], self.coarse[index], pixels)
+            images = normalize(pixels, self.mean, self.std)
             if draws is not None:
                 images = affine_transform(images, draws[self.rank :: self.processes])
             yield images, self.labels[index]

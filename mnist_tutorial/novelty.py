@@ -361,13 +361,15 @@ def score_features(
 def fit_gaussians(
     channel_means: torch.Tensor, labels: torch.Tensor, columns: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Return the digits' means and shared precision of the chosen channel means.
+    """Return each label's mean and the shared precision of the chosen channel means.
 
-    They are the parameters of the Mahalanobis distance (chapter 8).
+    They are the parameters of the Mahalanobis distance (chapter 8). The labels are
+    0 to 9, or more where a kind of digit is its own group (coarse scans: 10 to 19).
     """
     x = channel_means[:, columns].double()
-    means = torch.stack([x[labels == digit].mean(0) for digit in range(10)])
-    centred = x - means[labels]
+    groups, group_of = torch.unique(labels, return_inverse=True)
+    means = torch.stack([x[group_of == group].mean(0) for group in range(len(groups))])
+    centred = x - means[group_of]
     covariance = centred.T @ centred / len(x)
     covariance += COVARIANCE_RIDGE * covariance.diagonal().mean() * torch.eye(len(x.T))
     precision = torch.linalg.inv(covariance)

@@ -40,6 +40,11 @@ class TrainConfig:
     augment: bool = _option(
         True, "random small rotation, shift and scale of training images"
     )
+    coarse_scans: float = _option(
+        0.0,
+        "share of each training batch read from coarse scans of its digits, as "
+        "scikit-learn's 8x8 digits are (chapter 5)",
+    )
     seed: int = _option(
         0, "seed for initialisation, shuffling, augmentation and dropout"
     )
@@ -98,6 +103,10 @@ class TrainConfig:
                 f"label_smoothing must be in [0, 1), got {self.label_smoothing}",
             ),
             (
+                0 <= self.coarse_scans <= 1,
+                f"coarse_scans is a share in [0, 1], got {self.coarse_scans}",
+            ),
+            (
                 self.device in ("auto", "cpu", "cuda", "mps"),
                 f"device must be auto, cpu, cuda or mps, got {self.device!r}",
             ),
@@ -133,7 +142,14 @@ class Recipe:
 
 #: The CLI's ``train --recipe NAME``; flags given beside it override its settings.
 RECIPES: dict[str, Recipe] = {
-    "default": Recipe("cnn", {}, TrainConfig(), "the shipped model's run: 15 epochs"),
+    "default": Recipe("cnn", {}, TrainConfig(), "15 epochs with augmentation"),
+    # Chapter 5: coarse scans teach the cnn low resolutions, such as scikit-learn's.
+    "shipped": Recipe(
+        "cnn",
+        {},
+        TrainConfig(coarse_scans=0.3),
+        "the shipped cnn: the default, 30% of each batch coarse scans",
+    ),
     # Two-thirds of the widths halve the multiply-adds; one epoch without augmentation
     # is all the steps the one-cycle schedule gets, so it warms up and anneals in it.
     "fast": Recipe(

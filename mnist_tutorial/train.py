@@ -382,6 +382,7 @@ def make_loaders(
         device=device,
         shuffle=True,
         augment=config.augment,
+        coarse_share=config.coarse_scans,
         drop_last=True,
         seed=config.seed,
         shard=shard,
@@ -461,6 +462,12 @@ def _check_can_start(
         )
     if save_to is not None and save_every < 1:
         raise ConfigError(f"save_every must be at least 1 (epochs), got {save_every}")
+    if config.coarse_scans > 0 and data.train.coarse is None:
+        raise ConfigError(
+            f"coarse_scans={config.coarse_scans} needs coarse scans of the training "
+            "digits; pass mnist_tutorial.coarse.with_coarse_scans(data), which makes "
+            "them (minutes), or set coarse_scans=0"
+        )
     if save_to is not None and not isinstance(model, Network):
         raise ConfigError(
             f"a {type(model).__name__} has no architecture to rebuild it from, so no "

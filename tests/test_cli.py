@@ -348,6 +348,46 @@ def test_a_recipe_sets_the_model_and_the_run(
     assert checkpoint.config.batch_size == 50
 
 
+def test_the_shipped_recipe_scans_once_and_fits_its_rule_on_the_scans_too(
+    tmp_path: Path,
+    synthetic_cli: list[object],
+    synthetic_mnist: data.MnistData,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fitted: list[tuple[int, list[int], int]] = []
+    real_rule = cli.fit_novelty_rule
+
+    def recording_rule(model, train_images, train_labels, validation_images):
+        fitted.append(
+            (len(train_images), train_labels.unique().tolist(), len(validation_images))
+        )
+        return real_rule(model, train_images, train_labels, validation_images)
+
+    monkeypatch.setattr(cli, "fit_novelty_rule", recording_rule)
+    out = tmp_path / "shipped.pt"
+    assert main(recipe_args(out, "--recipe", "shipped", "--epochs", "1")) == 0
+    printed = capsys.readouterr().out
+    train, validation = len(synthetic_mnist.train), len(synthetic_mnist.validation)
+    assert printed.count("coarse scans of") == 1
+    assert f"coarse scans of {train:,} training digits made in " in printed
+    # The digits and the training share of their scans, each digit's scans a group of
+    # their own (10 to 19); the threshold answers the validation digits as they are.
+    scans = round(0.3 * train)
+    assert fitted == [(train + scans, list(range(20)), validation)]
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.config is not None and checkpoint.config.coarse_scans == 0.3
+    assert checkpoint.novelty_rule is not None
+    assert checkpoint.novelty_rule.parameters["means"].shape[0] == 20
+    # Calibrating it again scans again, so that the rule is fitted the same way.
+    fitted.clear()
+    assert main(["calibrate", str(out)]) == 0
+    assert f"coarse scans of {train:,} training digits made in " in (
+        capsys.readouterr().out
+    )
+    assert fitted == [(train + scans, list(range(20)), validation)]
+
+
 def test_a_flag_overrides_the_recipe_and_another_model_drops_its_widths(
     tmp_path: Path, synthetic_cli: list[object], capsys: pytest.CaptureFixture[str]
 ) -> None:

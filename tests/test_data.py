@@ -15,6 +15,7 @@ import socket
 import stat
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -620,3 +621,35 @@ def test_a_mirror_of_the_real_files_installs_them(
         raw_dir = download_mnist(tmp_path / "data", mirrors=[url], npm=None, quiet=True)
     for name, digest in data_module.MNIST_FILES.items():
         assert sha256_of(raw_dir / name) == digest
+
+
+def test_loader_reads_the_coarse_share_from_the_scans_and_the_rest_as_they_are() -> (
+    None
+):
+    split = small_split(400)
+    # The originals are dark, their scans white.
+    scanned = replace(
+        split, images=split.images // 2, coarse=torch.full_like(split.images, 255)
+    )
+
+    def coarse_count(share: float) -> int:
+        loader = DeviceLoader(
+            scanned, batch_size=400, normalization=(0, 1), coarse_share=share
+        )
+        images, _ = next(iter(loader))
+        return int((images[:, 0, 0, 0] == 1.0).sum())
+
+    assert coarse_count(0.0) == 0
+    assert coarse_count(1.0) == 400
+    assert 80 < coarse_count(0.3) < 160
+
+
+def test_loader_without_coarse_scans_refuses_a_coarse_share() -> None:
+    with pytest.raises(ValueError, match="coarse_share needs the split's coarse scans"):
+        DeviceLoader(
+            small_split(10), batch_size=4, normalization=(0, 1), coarse_share=0.5
+        )
+    with pytest.raises(ValueError, match=r"coarse_share must be in \[0, 1\], got 1.5"):
+        DeviceLoader(
+            small_split(10), batch_size=4, normalization=(0, 1), coarse_share=1.5
+        )

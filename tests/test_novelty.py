@@ -19,6 +19,7 @@ from mnist_tutorial.novelty import (
     NoveltyRule,
     digit_features,
     digit_scores,
+    fit_gaussians,
     fit_novelty_rule,
     fit_rule_on_features,
     non_digit_pictures,
@@ -221,3 +222,17 @@ def test_a_rule_survives_a_weights_only_round_trip(
 def test_a_malformed_rule_is_refused(data: dict) -> None:
     with pytest.raises(ValueError, match="not a novelty rule"):
         NoveltyRule.from_dict(data)
+
+
+def test_each_label_gets_its_own_gaussian_also_past_ten() -> None:
+    # Digits 2 and 7, and their coarse scans as groups 12 and 17.
+    labels = torch.tensor([2, 2, 7, 7, 12, 12, 17, 17])
+    channel_means = torch.arange(8.0)[:, None].repeat(1, 3) + torch.tensor([0, 0.5, 1])
+    parameters = fit_gaussians(channel_means, labels, torch.tensor([0, 2]))
+    assert torch.allclose(parameters["means"][:, 0], torch.tensor([0.5, 2.5, 4.5, 6.5]))
+    assert parameters["means"].shape == (4, 2)
+    # Each picture lies close to its own group's mean, and far from a stranger.
+    stranger = torch.full((1, 3), 30.0)
+    features = Features(torch.zeros(9, 10), torch.cat([channel_means, stranger]))
+    distances = -score_features("mahalanobis", parameters, features)
+    assert distances[:8].max() * 100 < distances[8]

@@ -44,7 +44,7 @@ def test_the_card_states_how_it_was_made() -> None:
         "versions",
         "test_accuracy",
     } <= set(CARD)
-    assert CARD["test_accuracy"] >= 0.996
+    assert CARD["test_accuracy"] >= 0.995
 
 
 @pytest.mark.parametrize("load", [load_pretrained, pretrained_card])

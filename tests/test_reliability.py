@@ -1272,6 +1272,28 @@ def test_a_hard_edged_shadow_is_not_read_as_a_digit() -> None:
     assert predict_image(pixels.round().astype(np.uint8)).digit == 7
 
 
+def test_a_bold_digit_in_a_small_picture_is_no_shadow() -> None:
+    # A 7 in a 12x12 picture, strokes 3 pixels wide, enlarged 8 times as an upload
+    # of a small scan is. Its ink is 31% of the picture thick, more than a shadow's
+    # limit at the edge, but paper surrounds it: it is read.
+    small = Image.new("L", (12, 12), 0)
+    ImageDraw.Draw(small).line([(4, 4), (8, 4), (6, 8)], fill=255, width=3)
+    enlarged = small.resize((96, 96), Image.Resampling.BILINEAR)
+    steps = preprocess_image(enlarged, keep_steps=True)
+    assert steps.centred.max() == 255
+
+
+def test_a_blot_far_thicker_than_a_stroke_is_refused_even_inside_the_paper() -> None:
+    blot = Image.new("L", (100, 100), 255)
+    ImageDraw.Draw(blot).ellipse([28, 28, 72, 72], fill=0)
+    with pytest.raises(
+        InvalidImageError,
+        match=r"a dark blot 4\d% of the picture thick is far thicker than a pen "
+        "stroke; write the digit with a thinner pen or leave more paper around it",
+    ):
+        preprocess_image(blot)
+
+
 # --- poor: download and interruptions
 # -------------------------------------------------------------------
 

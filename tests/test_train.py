@@ -17,6 +17,7 @@ import torch
 
 import mnist_tutorial.train as train_module
 from mnist_tutorial.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mnist_tutorial.coarse import with_coarse_scans
 from mnist_tutorial.data import DeviceLoader, MnistData
 from mnist_tutorial.errors import ConfigError
 from mnist_tutorial.model import Network, build_model, summarize
@@ -105,6 +106,7 @@ def assert_same_tensors(first: object, second: object, where: str = "") -> None:
         ({"patience": 0}, "patience must be at least 1"),
         ({"target_accuracy": 99.0}, r"target_accuracy is a fraction in \(0, 1\]"),
         ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
+        ({"coarse_scans": 1.5}, r"coarse_scans is a share in \[0, 1\], got 1.5"),
     ],
 )
 def test_config_refuses_bad_values_with_a_clear_message(
@@ -124,6 +126,27 @@ def test_the_default_recipe_is_the_default_run() -> None:
     assert default.new_model().architecture == {"name": "cnn", "kwargs": {}}
 
 
+def test_the_shipped_recipe_is_the_default_with_coarse_scans() -> None:
+    shipped = recipe("shipped")
+    assert shipped.config == TrainConfig(coarse_scans=0.3)
+    assert shipped.new_model().architecture == {"name": "cnn", "kwargs": {}}
+
+
+def test_coarse_scans_without_scans_in_the_data_say_how_to_make_them(
+    small: MnistData,
+) -> None:
+    config = TrainConfig(epochs=1, coarse_scans=0.5, device="cpu")
+    with pytest.raises(
+        ConfigError,
+        match=r"coarse_scans=0.5 needs coarse scans of the training digits; pass "
+        r"mnist_tutorial.coarse.with_coarse_scans\(data\)",
+    ):
+        fit(build_model("mlp"), small, config, progress=False, log=None)
+    # With them, it trains on a share of scans.
+    run = fit(build_model("mlp"), with_coarse_scans(small), config, progress=False)
+    assert math.isfinite(run.history.epochs[0].train_loss)
+
+
 def test_the_fast_recipe_is_one_epoch_of_a_leaner_cnn() -> None:
     fast = recipe("fast")
     model = fast.new_model()
@@ -138,7 +161,8 @@ def test_each_recipe_builds_a_fresh_model_that_trains(small: MnistData) -> None:
         first, second = chosen.new_model(), chosen.new_model()
         assert first is not second, name
         config = dataclasses.replace(chosen.config, epochs=1, device="cpu")
-        run = fit(first, small, config, progress=False, log=None)
+        data = with_coarse_scans(small) if config.coarse_scans else small
+        run = fit(first, data, config, progress=False, log=None)
         assert math.isfinite(run.history.epochs[0].train_loss), name
 
 
