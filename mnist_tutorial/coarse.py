@@ -30,7 +30,7 @@ ENLARGE = 8
 
 
 def coarse_counts(images: torch.Tensor) -> np.ndarray:
-    """Return uint8 digits (N, 28, 28) as 8x8 counts, 0-16, of a 32x32 bitmap."""
+    """Return (N, 8, 8) float counts 0-16 of uint8 digits (N, 28, 28), UCI style."""
     pad = (BITMAP_SIDE - images.shape[-1]) // 2
     bitmap = (F.pad(images, (pad, pad, pad, pad)) > 127).float()
     return (

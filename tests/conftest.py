@@ -9,8 +9,10 @@ and anything longer than a few seconds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -19,6 +21,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,31 @@ def pytest_collection_modifyitems(
         uses = set(getattr(item, "fixturenames", ()))
         if item.path.suffix == ".ipynb" or uses & SLOW_FIXTURES:
             item.add_marker(pytest.mark.slow)
+    # Longest first: pytest-xdist's --dist loadfile hands out whole files in this order
+    # (pyproject.toml turns off its reordering by test count), so the notebooks that
+    # take many minutes start at once and the short test files fill in around them.
+    items.sort(key=lambda item: -recorded_seconds(item.path))
+
+
+def recorded_seconds(path: Path) -> float:
+    """Return how long a notebook's cells took when it was last executed; 0 otherwise."""
+    if path.suffix != ".ipynb":
+        return 0.0
+    return _notebook_seconds(path)
+
+
+@functools.cache
+def _notebook_seconds(path: Path) -> float:
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    times = [cell["metadata"].get("execution", {}) for cell in cells]
+    return sum(
+        (
+            datetime.fromisoformat(time["shell.execute_reply"])
+            - datetime.fromisoformat(time["iopub.execute_input"])
+        ).total_seconds()
+        for time in times
+        if {"shell.execute_reply", "iopub.execute_input"} <= time.keys()
+    )
 
 
 def _is_local(host: object) -> bool:

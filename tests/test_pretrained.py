@@ -1,5 +1,9 @@
-"""The shipped models: they load for inference, their cards say how they were made,
-and (slow, on the real MNIST) they are as good as their cards say."""
+"""The shipped models: they load for inference and their cards say how they were made.
+
+That each is as good as its card says, and that the ensemble chosen on validation
+reaches 99.7 %, chapter 6 asserts where it scores them all (a hidden cell after its
+table of the eight models): scoring them twice would cost CI two minutes.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,6 @@ from mnist_tutorial.checkpoint import (
     PRETRAINED_FOLDER,
     PRETRAINED_NAMES,
     CheckpointError,
-)
-from mnist_tutorial.evaluate import (
-    accuracy,
-    average_predictions,
-    choose_ensemble,
-    ensemble_candidates,
-    predict_split,
 )
 
 ROOT = PRETRAINED_FOLDER.parent.parent
@@ -94,33 +91,3 @@ def test_the_ensemble_members_are_inference_only_and_made_by_their_cards_command
             card["command"].startswith("python -m mnist_tutorial train")
             and f"--out {path.relative_to(ROOT)}" in card["command"]
         )
-
-
-@pytest.mark.slow
-def test_each_shipped_model_scores_its_card_and_the_chosen_ensemble_reaches_99_7(
-    mnist,
-) -> None:
-    validation, test, architectures = {}, {}, {}
-    for name in PRETRAINED_NAMES:
-        checkpoint = load_pretrained(name)
-        card = json.loads((PRETRAINED_FOLDER / f"{name}.json").read_text())
-        assert not checkpoint.model.training
-        architectures[name] = checkpoint.architecture["name"]
-        assert card["architecture"]["name"] == architectures[name]
-        # Folded BatchNorm, channels last (chapter 8): about twice as fast as eager
-        # PyTorch, the same logits to rounding, so at most one image may change sides.
-        validation[name], test[name] = (
-            predict_split(
-                checkpoint.model, split, checkpoint.normalization, engine="folded"
-            )
-            for split in (mnist.validation, mnist.test)
-        )
-        assert accuracy(test[name]) == pytest.approx(card["test_accuracy"], abs=1e-4)
-        assert abs(int((~test[name].correct).sum()) - card["test_errors"]) <= 1
-    candidates = ensemble_candidates(architectures)
-    assert len(candidates) > 1
-    chosen = choose_ensemble(validation, candidates)
-    assert (
-        accuracy(average_predictions([test[name] for name in candidates[chosen]]))
-        >= 0.997
-    )

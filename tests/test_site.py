@@ -298,8 +298,8 @@ def test_every_page_loads_offline_with_no_errors(
             assert (
                 widget["width"] > 0 and widget["height"] > 0 and not widget["error"]
             ), f"{page_path}: a widget is invisible or failed: {widget}"
+        # The whole pages are photographed by test_pages_fit_the_screen.
         name = page_path.replace("/", "__").removesuffix(".html")
-        page.screenshot(path=artifact(f"{name}.png"), full_page=True)
         for index, widget in enumerate(page.locator(".widget-subarea").all()):
             widget.screenshot(path=artifact(f"{name}-widget-{index}.png"))
         report.append(
