@@ -7,7 +7,9 @@ For each engine of ``mnist_tutorial.inference.ENGINES``: the seconds to build it
 to end (read, preprocess, predict), and the test accuracy. The engines are timed in
 turn within each round and each figure is the median over rounds, so load on the
 machine slows them alike; ratios are against eager PyTorch. ``--profile`` adds ONNX
-Runtime's time per operator for the fastest ONNX engine. The last line names the
+Runtime's time per operator for the fastest ONNX engine, and the floor that this CPU's
+float32 matrix product sets: the network's multiply-adds at the rate ``torch.mm``
+reaches on large matrices. The last line names the
 fastest engine that keeps the accuracy within 0.05 points of eager.
 """
 
@@ -32,6 +34,7 @@ from mnist_tutorial.inference import (
     onnx_operator_shares,
     quantize,
 )
+from mnist_tutorial.model import summarize
 from mnist_tutorial.predict import Predictor
 
 #: A photographed 7 from the book's samples: one picture, end to end.
@@ -44,6 +47,18 @@ TARGET_SECONDS = 0.25
 def whole_set(engine: Engine, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Return the engine's logits for all images, in batches of ``batch_size``."""
     return torch.cat([engine(batch) for batch in images.split(batch_size)])
+
+
+def matrix_product_rate(side: int = 2048, repeats: int = 5) -> float:
+    """Return float32 multiply-adds per second of a large torch.mm, best of repeats."""
+    first, second = torch.randn(side, side), torch.randn(side, side)
+    first @ second  # warm the threads and the caches
+    fastest = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        first @ second
+        fastest = min(fastest, time.perf_counter() - started)
+    return side**3 / fastest
 
 
 def main() -> int:
@@ -127,6 +142,15 @@ def main() -> int:
         shares = onnx_operator_shares(onnx_model, images, args.threads)
         for operator, share in shares.items():
             print(f"  {operator:<24}{share:>7.1%}")
+        per_image = sum(row.multiply_adds for row in summarize(checkpoint.model))
+        work = len(labels) * per_image
+        rate = matrix_product_rate()
+        print(
+            f"float32 matrix product on {args.threads} threads: {rate / 1e9:.1f} G "
+            f"multiply-adds/s; the test set's {work / 1e9:.1f} G multiply-adds need "
+            f"{work / rate:.2f} s at that rate; {TARGET_SECONDS} s would need "
+            f"{work / TARGET_SECONDS / 1e9:.0f} G/s"
+        )
     best = statistics.median(batched[fastest])
     print(
         f"fastest: {fastest} scores the {len(labels):,} test images in {best:.3f} s "
