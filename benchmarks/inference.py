@@ -6,11 +6,11 @@ For each engine of ``mnist_tutorial.inference.ENGINES``: the seconds to build it
 10,000 test images at batch 1000 and at batch 1 (images per second), one picture end
 to end (read, preprocess, predict), and the test accuracy. The engines are timed in
 turn within each round and each figure is the median over rounds, so load on the
-machine slows them alike; ratios are against eager PyTorch. ``--profile`` adds ONNX
-Runtime's time per operator for the fastest ONNX engine, and the floor that this CPU's
-float32 matrix product sets: the network's multiply-adds at the rate ``torch.mm``
-reaches on large matrices. The last line names the
-fastest engine that keeps the accuracy within 0.05 points of eager.
+machine slows them alike; ratios are against eager PyTorch. ``--profile`` adds the
+fastest engine's time per operator (ONNX Runtime's or PyTorch's profiler), and the
+floors that this CPU's float32 and bfloat16 matrix products set: the network's
+multiply-adds at the rate ``torch.mm`` reaches on large matrices. The last line names
+the fastest engine that keeps the accuracy within 0.05 points of eager.
 """
 
 from __future__ import annotations
@@ -49,9 +49,11 @@ def whole_set(engine: Engine, images: torch.Tensor, batch_size: int) -> torch.Te
     return torch.cat([engine(batch) for batch in images.split(batch_size)])
 
 
-def matrix_product_rate(side: int = 2048, repeats: int = 5) -> float:
-    """Return float32 multiply-adds per second of a large torch.mm, best of repeats."""
-    first, second = torch.randn(side, side), torch.randn(side, side)
+def matrix_product_rate(
+    dtype: torch.dtype = torch.float32, side: int = 2048, repeats: int = 5
+) -> float:
+    """Return multiply-adds per second of a large torch.mm in dtype, best of repeats."""
+    first, second = (torch.randn(side, side, dtype=dtype) for _ in range(2))
     first @ second  # warm the threads and the caches
     fastest = float("inf")
     for _ in range(repeats):
@@ -59,6 +61,24 @@ def matrix_product_rate(side: int = 2048, repeats: int = 5) -> float:
         first @ second
         fastest = min(fastest, time.perf_counter() - started)
     return side**3 / fastest
+
+
+def pytorch_operator_shares(engine: Engine, images: torch.Tensor) -> dict[str, float]:
+    """Return each PyTorch operator's share of the engine's own time on the images."""
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU]
+    ) as run:
+        whole_set(engine, images, 1000)
+    totals = {
+        event.key: event.self_cpu_time_total
+        for event in run.key_averages()
+        if event.self_cpu_time_total > 0
+    }
+    whole = sum(totals.values())
+    return {
+        name: time / whole
+        for name, time in sorted(totals.items(), key=lambda item: -item[1])
+    }
 
 
 def main() -> int:
@@ -135,22 +155,29 @@ def main() -> int:
     ]
     fastest = min(kept, key=lambda name: statistics.median(batched[name]))
     if args.profile:
-        onnx_model = export_logits(fold_batch_norm(checkpoint.model))
-        if fastest == "int8":
-            onnx_model = quantize(onnx_model, calibration)
-        print("ONNX Runtime, time per operator:")
-        shares = onnx_operator_shares(onnx_model, images, args.threads)
+        if fastest in ("onnx", "int8"):
+            onnx_model = export_logits(fold_batch_norm(checkpoint.model))
+            if fastest == "int8":
+                onnx_model = quantize(onnx_model, calibration)
+            print(f"ONNX Runtime, {fastest}, time per operator:")
+            shares = onnx_operator_shares(onnx_model, images, args.threads)
+        else:
+            print(f"PyTorch, {fastest}, time per operator:")
+            shares = pytorch_operator_shares(engines[fastest], images)
         for operator, share in shares.items():
-            print(f"  {operator:<24}{share:>7.1%}")
+            if share >= 0.005:
+                print(f"  {operator:<28}{share:>7.1%}")
         per_image = sum(row.multiply_adds for row in summarize(checkpoint.model))
         work = len(labels) * per_image
-        rate = matrix_product_rate()
-        print(
-            f"float32 matrix product on {args.threads} threads: {rate / 1e9:.1f} G "
-            f"multiply-adds/s; the test set's {work / 1e9:.1f} G multiply-adds need "
-            f"{work / rate:.2f} s at that rate; {TARGET_SECONDS} s would need "
-            f"{work / TARGET_SECONDS / 1e9:.0f} G/s"
-        )
+        for dtype in (torch.float32, torch.bfloat16):
+            rate = matrix_product_rate(dtype)
+            print(
+                f"{str(dtype).removeprefix('torch.')} matrix product on {args.threads} "
+                f"threads: {rate / 1e9:.1f} G multiply-adds/s; the test set's "
+                f"{work / 1e9:.1f} G multiply-adds need {work / rate:.3f} s at that "
+                "rate"
+            )
+        print(f"{TARGET_SECONDS} s needs {work / TARGET_SECONDS / 1e9:.0f} G/s")
     best = statistics.median(batched[fastest])
     print(
         f"fastest: {fastest} scores the {len(labels):,} test images in {best:.3f} s "

@@ -12,7 +12,12 @@ from torch import nn
 
 from mnist_tutorial import build_model
 from mnist_tutorial.errors import ConfigError
-from mnist_tutorial.inference import ENGINES, build_engine, fold_batch_norm
+from mnist_tutorial.inference import (
+    BFLOAT16_CHUNK,
+    ENGINES,
+    build_engine,
+    fold_batch_norm,
+)
 from mnist_tutorial.predict import AUTO_ENGINE, Predictor, choose_engine
 
 NORMALIZATION = (0.1307, 0.3081)
@@ -70,6 +75,19 @@ def test_the_pytorch_engines_give_the_networks_logits(engine: str) -> None:
     run = build_engine(model, engine)
     torch.testing.assert_close(run(batch()), expected, atol=1e-4, rtol=1e-4)
     assert not model.training and model[0][0].weight.is_contiguous()
+
+
+def test_the_bfloat16_engine_gives_the_networks_answers_in_chunks() -> None:
+    model = trained_looking()
+    pictures = batch(BFLOAT16_CHUNK + 44)
+    with torch.no_grad():
+        expected = model(pictures)
+    logits = build_engine(model, "bfloat16")(pictures)
+    assert logits.shape == (BFLOAT16_CHUNK + 44, 10) and logits.dtype == torch.float32
+    # Eight bits of mantissa: close to the float32 logits, not equal to them.
+    torch.testing.assert_close(logits, expected, atol=0.1, rtol=0.05)
+    assert not torch.equal(logits, expected)
+    assert (logits.argmax(1) == expected.argmax(1)).float().mean() >= 0.95
 
 
 def test_an_unknown_engine_and_int8_without_pictures_are_config_errors() -> None:
