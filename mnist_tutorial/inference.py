@@ -36,7 +36,7 @@ ENGINES = ("eager", "channels_last", "folded", "compiled", "bfloat16", "onnx", "
 #: Pictures given to ONNX Runtime's quantiser to choose each activation's range.
 CALIBRATION_BATCH = 100
 #: Pictures the bfloat16 engine runs at once: the feature maps of a chunk stay in the
-#: CPU's caches, where a batch of 1,000 took twice as long (benchmarks/inference.py).
+#: CPU's caches, where a batch of 1,000 took twice as long (benchmarks/README.md).
 BFLOAT16_CHUNK = 256
 
 
