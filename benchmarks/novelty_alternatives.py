@@ -46,10 +46,11 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from mnist_tutorial import load_mnist
-from mnist_tutorial.coarse import with_coarse_scans
+from mnist_tutorial.coarse import digits_with_scans, with_coarse_scans
 from mnist_tutorial.data import DeviceLoader, MnistData, normalize
 from mnist_tutorial.model import Network, conv_blocks_and_head
 from mnist_tutorial.novelty import (
+    DEFAULT_BLOCKS,
     DEFAULT_KEEP,
     Features,
     block_widths,
@@ -119,28 +120,15 @@ def picture_set(
     return PictureSet(maps_of(model, accepted), len(pictures) - len(accepted))
 
 
-def scan_share(data: MnistData, share: float, seed: int) -> tuple[torch.Tensor, ...]:
-    """Return the training digits and labels with ``share`` of their scans (10-19)."""
-    assert data.train.coarse is not None
-    chosen = torch.randperm(
-        len(data.train), generator=torch.Generator().manual_seed(seed)
-    )
-    chosen = chosen[: round(share * len(data.train))]
-    return (
-        torch.cat([data.train.images, data.train.coarse[chosen]]),
-        torch.cat([data.train.labels, data.train.labels[chosen] + 10]),
-    )
-
-
 def gaussian_score(
     train: Maps, labels: torch.Tensor, key: str, widths: Sequence[int]
 ) -> Score:
     """Return the shipped rule's kind of score (energy + Mahalanobis) on one feature.
 
-    ``widths`` splits the feature into blocks; the Gaussians read blocks 1 and 2 of
-    the channel means, or the whole of a grid's feature.
+    ``widths`` splits the feature into blocks; the Gaussians read the shipped rule's
+    blocks of the channel means, or the whole of a grid's feature.
     """
-    blocks = (1, 2) if key == "means" else (0,)
+    blocks = DEFAULT_BLOCKS if key == "means" else (0,)
     features = Features(train["logits"], train[key])
     # Fitted on the training features alone: the threshold is set in main, the same
     # way for every score.
@@ -302,7 +290,7 @@ def main() -> int:
     predictor = Predictor(checkpoint)
     mean, std = checkpoint.normalization
     data = with_coarse_scans(replace(load_mnist(), mean=mean, std=std))
-    train_images, train_labels = scan_share(
+    train_images, train_labels = digits_with_scans(
         data, checkpoint.config.coarse_scans, checkpoint.config.seed
     )
     pictures: dict[str, list[Image.Image]] = {

@@ -29,7 +29,7 @@ from .checkpoint import (
     save_checkpoint,
     write_model_card,
 )
-from .coarse import with_coarse_scans
+from .coarse import digits_with_scans, with_coarse_scans
 from .data import (
     DatasetUnavailableError,
     MnistData,
@@ -671,17 +671,10 @@ def fit_calibration(
     """
     logits = split_logits(model, data.validation, data.normalization)
     temperature = fit_temperature(logits, data.validation.labels)
-    train = data.train
-    train_images, train_labels = train.images, train.labels
-    if train.coarse is not None and coarse_share > 0:
-        # Scans are digits too, but a cluster of their own: a Gaussian per digit and
-        # kind keeps each tight. As many as training saw, so that the digits still
-        # set the scale of the shared spread.
-        generator = torch.Generator().manual_seed(seed)
-        count = round(coarse_share * len(train))
-        chosen = torch.randperm(len(train), generator=generator)[:count]
-        train_images = torch.cat([train.images, train.coarse[chosen]])
-        train_labels = torch.cat([train.labels, train.labels[chosen] + 10])
+    # Scans are digits too, but a cluster of their own: a Gaussian per digit and kind
+    # keeps each tight. As many as training saw, so that the digits still set the scale
+    # of the shared spread.
+    train_images, train_labels = digits_with_scans(data, coarse_share, seed)
     try:
         rule = fit_novelty_rule(
             model,

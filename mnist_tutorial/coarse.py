@@ -72,6 +72,27 @@ def with_coarse_scans(data: MnistData, *, progress: bool = False) -> MnistData:
     return replace(data, train=replace(data.train, coarse=scans))
 
 
+def digits_with_scans(
+    data: MnistData, share: float, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the training digits plus ``share`` of their scans, and labels (chapter 8).
+
+    The scans are drawn with ``seed``; each digit's scans are labelled 10 to 19, a group
+    of their own. Without scans (or at share 0) the digits are returned as they are.
+    """
+    train = data.train
+    if train.coarse is None or share <= 0:
+        return train.images, train.labels
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(train), generator=generator)[
+        : round(share * len(train))
+    ]
+    return (
+        torch.cat([train.images, train.coarse[chosen]]),
+        torch.cat([train.labels, train.labels[chosen] + 10]),
+    )
+
+
 def reading_shares(
     outcomes: Iterable[Prediction | Exception], labels: Sequence[int] | np.ndarray
 ) -> dict[str, float]:

@@ -10,6 +10,7 @@ from mnist_tutorial.coarse import (
     as_picture,
     coarse_counts,
     coarse_scans,
+    digits_with_scans,
     reading_shares,
     with_coarse_scans,
 )
@@ -60,6 +61,25 @@ def test_with_coarse_scans_scans_the_training_digits(
     assert coarse is not None and coarse.shape == scanned.train.images.shape
     assert not torch.equal(coarse, scanned.train.images)
     assert scanned.validation.coarse is None and scanned.test.coarse is None
+
+
+def test_digits_with_scans_adds_a_seeded_share_as_groups_of_their_own(
+    synthetic_mnist: MnistData,
+) -> None:
+    assert digits_with_scans(synthetic_mnist, 0.3)[0] is synthetic_mnist.train.images
+    scanned = with_coarse_scans(synthetic_mnist)
+    train = scanned.train
+    images, labels = digits_with_scans(scanned, 0.3, seed=1)
+    added = round(0.3 * len(train))
+    assert len(images) == len(labels) == len(train) + added
+    assert torch.equal(images[: len(train)], train.images)
+    assert (labels[len(train) :] >= 10).all()
+    # Each added scan is the scan of a digit whose label, plus 10, it carries.
+    for image, label in zip(images[len(train) :], labels[len(train) :], strict=True):
+        matches = (train.coarse == image).flatten(1).all(1)
+        assert (train.labels[matches] + 10 == label).any()
+    assert torch.equal(digits_with_scans(scanned, 0.3, seed=1)[1], labels)
+    assert not torch.equal(digits_with_scans(scanned, 0.3, seed=2)[1], labels)
 
 
 def test_reading_shares_count_each_outcome_once() -> None:
