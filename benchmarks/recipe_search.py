@@ -6,10 +6,11 @@ Trains each variant (see --help for the list) once per seed on the training spli
 with coarse scans as the shipped model is (30% of each batch unless the variant says
 otherwise), and prints a Markdown row per run: training seconds, the best epoch's
 validation accuracy and the test accuracy. Then it chooses the variant with the
-highest mean validation accuracy, reads its mean test accuracy, and exits with 1 when
-that is below the 99.70% target. Every variant keeps the shipped model's layout (conv
-blocks, then one linear layer on the last feature maps) that the live demo's inside
-view and the "not a digit" rule read, except the ``cnn_large`` ones, the yardstick.
+highest mean validation accuracy among those with the shipped model's layout (conv
+blocks, then one linear layer on the last feature maps, which the live demo's inside
+view and the "not a digit" rule read), reads its mean test accuracy, and exits with 1
+when that is below the 99.70% target. The ``cnn_large`` variants, with a two-layer
+head, are trained as a yardstick and never chosen.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ from torch import nn
 from mnist_tutorial import build_model, load_mnist
 from mnist_tutorial.coarse import with_coarse_scans
 from mnist_tutorial.evaluate import accuracy, predict_split
-from mnist_tutorial.model import Architecture, Network, conv_block
+from mnist_tutorial.model import (
+    Architecture,
+    Network,
+    conv_block,
+    conv_blocks_and_head,
+)
 from mnist_tutorial.records import TrainConfig, recipe
 from mnist_tutorial.train import fit
 
@@ -72,9 +78,9 @@ def variant(about: str, new_model: Callable[[], nn.Module], **changes: Any) -> V
     return about, new_model, replace(SHIPPED, **changes)
 
 
-def cnn(**arguments: Any) -> Callable[[], nn.Module]:
-    """Return a maker of new cnns built with these arguments (e.g. widths)."""
-    return lambda: build_model("cnn", **arguments)
+def registered(name: str, **arguments: Any) -> Callable[[], nn.Module]:
+    """Return a maker of new models of a registered architecture and arguments."""
+    return lambda: build_model(name, **arguments)
 
 
 def four_conv(
@@ -85,21 +91,31 @@ def four_conv(
     return lambda: network(name, four_convolutions(dropout_inside, dropout_head))
 
 
-def cnn_large() -> nn.Module:
-    """Return a new cnn_large."""
-    return build_model("cnn_large")
+def shippable(model: nn.Module) -> bool:
+    """Return whether the inside view and the "not a digit" rule can read the model."""
+    try:
+        conv_blocks_and_head(model)
+    except ValueError:
+        return False
+    return True
 
 
 WIDER, WIDEST = (32, 64, 128), (48, 96, 192)
 VARIANTS: dict[str, Variant] = {
-    "shipped": variant("the shipped recipe: cnn, 30% coarse scans, 15 epochs", cnn()),
-    "shipped-30": variant("the shipped recipe, 30 epochs", cnn(), epochs=30),
-    "scans-10": variant("10% coarse scans instead of 30%", cnn(), coarse_scans=0.1),
-    "wider": variant("cnn widths 32, 64, 128", cnn(widths=WIDER)),
-    "wider-10": variant(
-        "the same, 10% coarse scans", cnn(widths=WIDER), coarse_scans=0.1
+    "shipped": variant(
+        "the shipped recipe: cnn, 30% coarse scans, 15 epochs", registered("cnn")
     ),
-    "widest": variant("cnn widths 48, 96, 192", cnn(widths=WIDEST)),
+    "shipped-30": variant(
+        "the shipped recipe, 30 epochs", registered("cnn"), epochs=30
+    ),
+    "scans-10": variant(
+        "10% coarse scans instead of 30%", registered("cnn"), coarse_scans=0.1
+    ),
+    "wider": variant("cnn widths 32, 64, 128", registered("cnn", widths=WIDER)),
+    "wider-10": variant(
+        "the same, 10% coarse scans", registered("cnn", widths=WIDER), coarse_scans=0.1
+    ),
+    "widest": variant("cnn widths 48, 96, 192", registered("cnn", widths=WIDEST)),
     "four-conv": variant("four convolutions, one linear layer", four_conv()),
     "four-conv-10": variant(
         "four convolutions, 10% coarse scans", four_conv(), coarse_scans=0.1
@@ -107,15 +123,18 @@ VARIANTS: dict[str, Variant] = {
     "four-conv-dropout": variant(
         "four convolutions with cnn_large's dropout", four_conv(0.25, 0.5)
     ),
-    "cnn_large": variant("cnn_large (two-layer head)", cnn_large),
-    "cnn_large-10": variant("cnn_large, 10% coarse scans", cnn_large, coarse_scans=0.1),
+    "cnn_large": variant("cnn_large (two-layer head)", registered("cnn_large")),
+    "cnn_large-10": variant(
+        "cnn_large, 10% coarse scans", registered("cnn_large"), coarse_scans=0.1
+    ),
 }
 
 
 def main() -> int:
     """Return the exit code, after training and scoring the variants asked for.
 
-    The code is 1 when the variant chosen on validation misses the target on test.
+    The variant is chosen on validation among those the book can ship; the code is 1
+    when it misses the target on test, or when none of them was asked for.
     """
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -153,8 +172,11 @@ def main() -> int:
     print("\n| variant | seed | train, s | best validation | test |")
     print("| --- | ---: | ---: | ---: | ---: |")
     scores: dict[str, list[tuple[float, float]]] = {}
+    candidates = set()
     for name in args.variants:
         _, new_model, config = VARIANTS[name]
+        if shippable(new_model()):
+            candidates.add(name)
         for seed in seeds:
             torch.manual_seed(seed)
             model = new_model()
@@ -169,8 +191,11 @@ def main() -> int:
                 f"| {name} | {seed} | {seconds:.0f} | {validation:.2%} | {test:.2%} |",
                 flush=True,
             )
+    if not candidates:
+        print("\nno variant asked for has the layout the book can ship; nothing chosen")
+        return 1
     chosen = max(
-        scores, key=lambda name: statistics.mean(val for val, _ in scores[name])
+        candidates, key=lambda name: statistics.mean(val for val, _ in scores[name])
     )
     test_mean = statistics.mean(test for _, test in scores[chosen])
     met = test_mean >= TARGET
