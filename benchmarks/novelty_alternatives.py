@@ -143,7 +143,9 @@ def gaussian_score(
 def vim_score(model: nn.Module, train: Maps, dimensions: int = 256) -> Score:
     """Return ViM's score: energy minus the scaled residual off the principal space."""
     _, head = conv_blocks_and_head(model)
-    weight, bias = head.weight.detach().double(), head.bias.detach().double()
+    # The last linear layer, whose input is the head's in the cnn read here.
+    last = head[-1]
+    weight, bias = last.weight.detach().double(), last.bias.detach().double()
     # The point the head maps to all-zero logits, as ViM measures from it.
     origin = -torch.linalg.pinv(weight) @ bias
     centred = train["head input"].double() - origin

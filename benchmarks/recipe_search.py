@@ -6,11 +6,10 @@ Trains each variant (see --help for the list) once per seed on the training spli
 with coarse scans as the shipped model is (30% of each batch unless the variant says
 otherwise), and prints a Markdown row per run: training seconds, the best epoch's
 validation accuracy and the test accuracy. Then it chooses the variant with the
-highest mean validation accuracy among those with the shipped model's layout (conv
-blocks, then one linear layer on the last feature maps, which the live demo's inside
-view and the "not a digit" rule read), reads its mean test accuracy, and exits with 1
-when that is below the 99.70% target. The ``cnn_large`` variants, with a two-layer
-head, are trained as a yardstick and never chosen.
+highest mean validation accuracy, reads its mean test accuracy, and exits with 1 when
+that is below the 99.70% target. Every variant is laid out so that the live demo's
+inside view and the "not a digit" rule can read it (conv blocks, then a head of
+linear, BatchNorm and ReLU layers: ``model.conv_blocks_and_head``).
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from mnist_tutorial.model import (
     Architecture,
     Network,
     conv_block,
-    conv_blocks_and_head,
 )
 from mnist_tutorial.records import TrainConfig, recipe
 from mnist_tutorial.train import fit
@@ -91,15 +89,6 @@ def four_conv(
     return lambda: network(name, four_convolutions(dropout_inside, dropout_head))
 
 
-def shippable(model: nn.Module) -> bool:
-    """Return whether the inside view and the "not a digit" rule can read the model."""
-    try:
-        conv_blocks_and_head(model)
-    except ValueError:
-        return False
-    return True
-
-
 WIDER, WIDEST = (32, 64, 128), (48, 96, 192)
 VARIANTS: dict[str, Variant] = {
     "shipped": variant(
@@ -123,7 +112,9 @@ VARIANTS: dict[str, Variant] = {
     "four-conv-dropout": variant(
         "four convolutions with cnn_large's dropout", four_conv(0.25, 0.5)
     ),
-    "cnn_large": variant("cnn_large (two-layer head)", registered("cnn_large")),
+    "cnn_large": variant(
+        "cnn_large (a hidden layer in the head)", registered("cnn_large")
+    ),
     "cnn_large-10": variant(
         "cnn_large, 10% coarse scans", registered("cnn_large"), coarse_scans=0.1
     ),
@@ -133,8 +124,8 @@ VARIANTS: dict[str, Variant] = {
 def main() -> int:
     """Return the exit code, after training and scoring the variants asked for.
 
-    The variant is chosen on validation among those the book can ship; the code is 1
-    when it misses the target on test, or when none of them was asked for.
+    The variant is chosen on validation; the code is 1 when it misses the target on
+    test.
     """
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -172,11 +163,8 @@ def main() -> int:
     print("\n| variant | seed | train, s | best validation | test |")
     print("| --- | ---: | ---: | ---: | ---: |")
     scores: dict[str, list[tuple[float, float]]] = {}
-    candidates = set()
     for name in args.variants:
         _, new_model, config = VARIANTS[name]
-        if shippable(new_model()):
-            candidates.add(name)
         for seed in seeds:
             torch.manual_seed(seed)
             model = new_model()
@@ -191,11 +179,8 @@ def main() -> int:
                 f"| {name} | {seed} | {seconds:.0f} | {validation:.2%} | {test:.2%} |",
                 flush=True,
             )
-    if not candidates:
-        print("\nno variant asked for has the layout the book can ship; nothing chosen")
-        return 1
     chosen = max(
-        candidates, key=lambda name: statistics.mean(val for val, _ in scores[name])
+        scores, key=lambda name: statistics.mean(val for val, _ in scores[name])
     )
     test_mean = statistics.mean(test for _, test in scores[chosen])
     met = test_mean >= TARGET

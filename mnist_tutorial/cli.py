@@ -666,8 +666,8 @@ def fit_calibration(
 
     Both are chosen on the validation split; the rule's parameters come from the
     training split and, where it holds coarse scans, from ``coarse_share`` of them, the
-    share the model trained on, drawn with ``seed``. Models not laid out as a cnn get
-    no rule.
+    share the model trained on, drawn with ``seed``. Models laid out otherwise
+    than cnn and cnn_large (conv blocks, then a ReLU head) get no rule.
     """
     logits = split_logits(model, data.validation, data.normalization)
     temperature = fit_temperature(logits, data.validation.labels)
@@ -690,7 +690,7 @@ def fit_calibration(
 def describe_rule(rule: NoveltyRule | None) -> str:
     """Return the line that says when the model will abstain."""
     if rule is None:
-        return "no 'not a digit' rule: only a model laid out as the cnn gets one"
+        return "no 'not a digit' rule: only a CNN laid out as cnn or cnn_large gets one"
     return (
         f"'not a digit' below a {rule.method} score of {rule.threshold:.2f}, which "
         f"{DEFAULT_KEEP:.1%} of the validation digits reach"

@@ -72,7 +72,7 @@ class PixelsToInside(PixelsToProbabilities):
 
     The outputs: probabilities (N, 10), each conv block's maps after its activation,
     the contributions (N, 10, H, W) of every position of the last maps to each logit,
-    and the head's bias, repeated per picture (N, 10). See ``model.look_inside``. With
+    and the head's bias for each picture (N, 10). See ``model.look_inside``. With
     a novelty rule, also ``is_digit`` (N,): 1 where the rule answers, 0 where the model
     abstains, "not a digit" (chapter 8).
     """
@@ -90,7 +90,7 @@ class PixelsToInside(PixelsToProbabilities):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
         """Return the probabilities, the maps, contributions, bias (and is_digit)."""
         view = inside_view(self.model, image.float() * self.scale - self.shift)
-        bias = view.bias.expand(image.shape[0], -1)
+        bias = view.biases()
         logits = view.contributions.sum(dim=(2, 3)) + bias
         probabilities = (logits / self.temperature).softmax(dim=1)
         outputs = (probabilities, *view.feature_maps, view.contributions, bias)

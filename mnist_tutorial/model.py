@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, TypedDict, overload
+from typing import Any, TypedDict, cast, overload
 
 import torch
 from torch import nn
@@ -158,48 +158,68 @@ def cnn_large(dropout: float = 0.25) -> nn.Sequential:
 
 @dataclass(frozen=True)
 class InsideView:
-    """What a CNN with a linear head computes between pictures and logits (chapter 2).
+    """What a CNN computes from pictures to logits, position by position (chapter 2).
 
-    ``feature_maps`` holds each conv block's output after its activation. The head is
-    one linear layer on every position of the last maps, so each digit's logit is the
-    sum of ``contributions`` (N, 10, H, W), one per position, plus ``bias`` (10,).
+    ``feature_maps`` holds each conv block's output after its activation. Each digit's
+    logit is the sum of ``contributions`` (N, 10, H, W), one per position of the last
+    maps, plus ``bias``. A head of one linear layer adds the same bias (10,) to every
+    picture. A head with hidden ReLU layers is linear only while each hidden unit stays
+    on or off as this picture set it, so its contributions and bias (N, 10) are those
+    of that linear map, and hold exactly for this picture.
     """
 
     feature_maps: list[torch.Tensor]
     contributions: torch.Tensor
     bias: torch.Tensor
 
+    def biases(self) -> torch.Tensor:
+        """Return the bias added to each picture's logits (N, 10)."""
+        return self.bias.expand(self.contributions.shape[0], -1)
 
-def conv_blocks_and_head(network: nn.Module) -> tuple[list[nn.Module], nn.Linear]:
-    """Return the conv blocks and the linear head of a cnn-like network.
 
-    Raises ValueError for other layouts: the head must be Flatten, optional Dropout and
-    one Linear layer, after blocks that each contain a convolution."""
+#: Head layers with which the logits stay a linear map of the last feature maps once
+#: each ReLU's on/off pattern is fixed (Dropout and BatchNorm as in eval mode).
+HEAD_LAYERS = (nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout)
+
+
+def conv_blocks_and_head(network: nn.Module) -> tuple[list[nn.Module], nn.Sequential]:
+    """Return the conv blocks and the head (the layers after Flatten) of a CNN.
+
+    A block starts at each layer that holds a convolution; the layers between (such as
+    dropout) belong to the block before them. Raises ValueError for other layouts: the
+    head must end in a Linear layer and hold only Linear, BatchNorm1d, ReLU and Dropout.
+    """
     layers = list(network) if isinstance(network, nn.Sequential) else []
     flatten = next(
         (index for index, layer in enumerate(layers) if isinstance(layer, nn.Flatten)),
-        None,
+        0,
     )
-    head = [
-        layer for layer in layers[flatten or 0 :] if not isinstance(layer, nn.Dropout)
-    ]
-    blocks = layers[: flatten or 0]
-    convolutional = all(
-        any(isinstance(part, nn.Conv2d) for part in block.modules()) for block in blocks
-    )
+    groups: list[list[nn.Module]] = []
+    for layer in layers[:flatten]:
+        if any(isinstance(part, nn.Conv2d) for part in layer.modules()) or not groups:
+            groups.append([])
+        groups[-1].append(layer)
+    head = layers[flatten + 1 :]
     if (
-        flatten is None
-        or not blocks
-        or not convolutional
-        or len(head) != 2
-        or not isinstance(head[1], nn.Linear)
+        not groups
+        or not any(isinstance(part, nn.Conv2d) for part in groups[0][0].modules())
+        or not head
+        or not isinstance(head[-1], nn.Linear)
+        or not all(isinstance(layer, HEAD_LAYERS) for layer in head)
+        or any(
+            isinstance(layer, nn.BatchNorm1d) and not layer.track_running_stats
+            for layer in head
+        )
     ):
         raise ValueError(
-            "looking inside needs conv blocks and a head of one linear layer on the "
-            "last feature maps, as in the cnn architecture; this model is laid out "
-            "otherwise"
+            "looking inside needs conv blocks, then Flatten and a head of Linear, "
+            "BatchNorm1d, ReLU and Dropout layers ending in a Linear one, as in the "
+            "cnn and cnn_large architectures; this model is laid out otherwise"
         )
-    return blocks, head[1]
+    blocks = [
+        group[0] if len(group) == 1 else nn.Sequential(*group) for group in groups
+    ]
+    return blocks, nn.Sequential(*head)
 
 
 @torch.no_grad()
@@ -219,17 +239,59 @@ def look_inside(network: nn.Module, images: torch.Tensor) -> InsideView:
 
 
 def inside_view(network: nn.Module, images: torch.Tensor) -> InsideView:
-    """Return the InsideView of a batch, in the network's current mode."""
+    """Return the InsideView of a batch; a head with hidden layers as in eval mode."""
     blocks, head = conv_blocks_and_head(network)
     feature_maps = []
     maps = images
     for block in blocks:
         maps = block(maps)
         feature_maps.append(maps)
-    weights = head.weight.reshape(head.out_features, *maps.shape[1:])
-    contributions = torch.einsum("nchw,kchw->nkhw", maps, weights)
-    bias = head.bias if head.bias is not None else weights.new_zeros(head.out_features)
-    return InsideView(feature_maps, contributions, bias)
+    linear = cast(nn.Linear, head[-1])
+    if all(isinstance(layer, nn.Dropout) for layer in list(head)[:-1]):
+        # One linear layer: the same weights and bias for every picture.
+        weights = linear.weight.reshape(linear.out_features, *maps.shape[1:])
+        contributions = torch.einsum("nchw,kchw->nkhw", maps, weights)
+        bias = (
+            linear.bias
+            if linear.bias is not None
+            else weights.new_zeros(linear.out_features)
+        )
+        return InsideView(feature_maps, contributions, bias)
+    inputs = maps.flatten(1)
+    slopes, logits = head_slopes(head, inputs)
+    products = slopes * inputs[:, None]
+    contributions = products.reshape(*products.shape[:2], *maps.shape[1:]).sum(2)
+    return InsideView(feature_maps, contributions, logits - contributions.sum((2, 3)))
+
+
+def head_slopes(
+    head: nn.Sequential, inputs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the head's slopes at each input (N, outputs, inputs) and its outputs.
+
+    The slopes are the linear map the head is while each ReLU keeps the on/off pattern
+    of this input; BatchNorm1d and Dropout act as in eval mode. A head without ReLUs
+    has the same slopes everywhere, returned once (outputs, inputs).
+    """
+    switched_on = []
+    outputs = inputs
+    for layer in head:
+        if isinstance(layer, nn.ReLU):
+            switched_on.append(outputs > 0)
+        outputs = layer(outputs)
+    # Chained from the logits back, so that each product is (N, outputs, width),
+    # never (N, width, inputs).
+    slopes = cast(nn.Linear, head[-1]).weight
+    for layer in reversed(list(head)[:-1]):
+        if isinstance(layer, nn.Linear):
+            slopes = slopes @ layer.weight
+        elif isinstance(layer, nn.BatchNorm1d):
+            # conv_blocks_and_head only lets through BatchNorm with running statistics.
+            scale = torch.rsqrt(cast(torch.Tensor, layer.running_var) + layer.eps)
+            slopes = slopes * (scale if layer.weight is None else scale * layer.weight)
+        elif isinstance(layer, nn.ReLU):
+            slopes = slopes * switched_on.pop()[:, None, :]
+    return slopes, outputs
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

@@ -284,7 +284,7 @@ def digit_features(
 ) -> Features:
     """Return the Features of a normalised batch (N, 1, 28, 28), model in eval mode.
 
-    The model must be laid out as the cnn architecture (chapter 8).
+    The model must be laid out as the cnn or cnn_large architecture (chapter 8).
     """
     blocks, head = conv_blocks_and_head(model)
     was_training = model.training

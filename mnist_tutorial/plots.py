@@ -966,7 +966,7 @@ def plot_inside(
     view = look_inside(model, batch.to(parameter.device, parameter.dtype))
     ink = denormalize(batch.cpu(), *normalization)[0].numpy()
     contributions = _as_numpy(view.contributions[0]).astype(np.float64)
-    bias = _as_numpy(view.bias).astype(np.float64)
+    bias = _as_numpy(view.biases()[0]).astype(np.float64)
     logits = contributions.sum(axis=(1, 2)) + bias
     probabilities = np.exp((logits - logits.max()) / temperature)
     probabilities /= probabilities.sum()

@@ -432,7 +432,7 @@ def test_calibrate_fits_the_temperature_and_keeps_the_rest(
     assert capsys.readouterr().out == (
         f"{out}: temperature 1.000 -> {calibrated['temperature']:.3f}, fitted on the "
         "validation split\n"
-        "no 'not a digit' rule: only a model laid out as the cnn gets one\n"
+        "no 'not a digit' rule: only a CNN laid out as cnn or cnn_large gets one\n"
     )
     assert calibrated["novelty_rule"] is None
     assert calibrated["temperature"] == pytest.approx(saved["temperature"])

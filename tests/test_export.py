@@ -337,6 +337,31 @@ def test_the_inside_export_returns_what_look_inside_computes(
 
 
 @pytest.mark.slow
+def test_the_inside_export_of_a_hidden_layer_head_has_a_bias_per_picture(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn_large")
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        model(torch.randn(64, 1, 28, 28))
+    normalization = (0.5, 0.25)
+    checkpoint = save_checkpoint(
+        tmp_path / "large.pt", model.eval(), normalization=normalization
+    )
+    out = export_onnx(checkpoint, tmp_path / "large.onnx", inside=True)
+    onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    names = [OUTPUT_NAME, *map(block_name, (1, 2, 3, 4)), CONTRIBUTIONS_NAME, BIAS_NAME]
+    assert [output.name for output in session.get_outputs()] == names
+    batch = pictures()
+    *_, contributions, bias = session.run(names, {INPUT_NAME: batch})
+    view = look_inside(model, normalize(torch.from_numpy(batch[:, 0]), *normalization))
+    np.testing.assert_allclose(contributions, view.contributions.numpy(), atol=1e-4)
+    np.testing.assert_allclose(bias, view.bias.numpy(), atol=1e-4)
+    assert not np.allclose(bias[0], bias[1])
+
+
+@pytest.mark.slow
 def test_the_inside_export_abstains_where_the_predictor_does(tmp_path: Path) -> None:
     out = export_onnx(None, tmp_path / "shipped-inside.onnx", inside=True)
     onnxruntime = pytest.importorskip("onnxruntime")
@@ -365,6 +390,6 @@ def test_only_a_cnn_can_be_exported_with_its_inside(tmp_path: Path) -> None:
     checkpoint = save_checkpoint(
         tmp_path / "mlp.pt", build_model("mlp"), normalization=(0.1, 0.3)
     )
-    with pytest.raises(ExportError, match="as in the cnn architecture"):
+    with pytest.raises(ExportError, match="as in the cnn and cnn_large architectures"):
         export_onnx(checkpoint, tmp_path / "mlp.onnx", inside=True)
     assert not (tmp_path / "mlp.onnx").exists()

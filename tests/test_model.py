@@ -144,7 +144,36 @@ def test_the_contributions_and_the_bias_sum_to_the_logits(
     assert all(float(maps.min()) >= 0 for maps in view.feature_maps)
 
 
-@pytest.mark.parametrize("name", ["mlp", "lenet5", "cnn_large"])
-def test_looking_inside_needs_a_linear_head_on_the_last_maps(name: str) -> None:
-    with pytest.raises(ValueError, match="as in the cnn architecture"):
+def test_a_hidden_layer_head_splits_each_logit_by_its_slopes_at_the_picture() -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn_large")
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        model(torch.randn(64, 1, 28, 28))
+    images = torch.randn(3, 1, 28, 28)
+    view = look_inside(model, images)
+    assert model.training
+    model.eval()
+    shapes = [tuple(maps.shape) for maps in view.feature_maps]
+    assert shapes == [(3, 32, 28, 28), (3, 32, 14, 14), (3, 64, 14, 14), (3, 64, 7, 7)]
+    last = view.feature_maps[-1].flatten(1)
+    head = torch.nn.Sequential(*list(model)[-5:])
+    for index in range(len(images)):
+        # Autograd's slopes of the head at this picture's maps, times the maps.
+        slopes = torch.autograd.functional.jacobian(
+            lambda maps: head(maps[None])[0], last[index]
+        )
+        expected = (slopes * last[index]).reshape(10, 64, 7, 7).sum(1)
+        torch.testing.assert_close(view.contributions[index], expected)
+    with torch.no_grad():
+        logits = model(images)
+    assert view.bias.shape == (3, 10)
+    total = view.contributions.sum(dim=(2, 3)) + view.bias
+    torch.testing.assert_close(total, logits, atol=1e-5, rtol=1e-5)
+    # The bias depends on the picture: the ReLUs each one switches on differ.
+    assert not torch.allclose(view.bias[0], view.bias[1])
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet5"])
+def test_looking_inside_needs_conv_blocks_and_a_relu_head(name: str) -> None:
+    with pytest.raises(ValueError, match="as in the cnn and cnn_large architectures"):
         look_inside(build_model(name), torch.zeros(1, 1, 28, 28))

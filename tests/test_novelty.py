@@ -17,6 +17,7 @@ from mnist_tutorial.novelty import (
     NON_DIGIT_KINDS,
     Features,
     NoveltyRule,
+    block_widths,
     digit_features,
     digit_scores,
     fit_gaussians,
@@ -177,6 +178,17 @@ def test_features_leave_the_model_in_its_mode(tiny_cnn: torch.nn.Module) -> None
     tiny_cnn.eval()
     assert features.logits.shape == (3, 10)
     assert features.channel_means.shape == (3, 4 + 6 + 8)
+
+
+def test_cnn_large_features_read_its_four_blocks_and_its_hidden_layer_head() -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn_large").eval()
+    images = torch.randn(3, 1, 28, 28)
+    features = digit_features(model, images)
+    assert block_widths(model) == [32, 32, 64, 64]
+    assert features.channel_means.shape == (3, 32 + 32 + 64 + 64)
+    with torch.no_grad():
+        torch.testing.assert_close(features.logits, model(images))
 
 
 def test_mahalanobis_blocks_must_exist(synthetic_mnist) -> None:
