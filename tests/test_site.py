@@ -263,6 +263,9 @@ def test_every_page_loads_offline_with_no_errors(
             # The landing page is a redirect to the book's first page.
             page.wait_for_url("**/book/intro.html")
             page.wait_for_load_state("load")
+        # What a page fetches after "load" (the demo's model) must arrive too, and
+        # must not be cut off by the next page's navigation, which reads as failed.
+        page.wait_for_load_state("networkidle")
         counts = wait_for_math_and_widgets(page)
         state = page.evaluate("""() => ({
             brokenImages: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src),
