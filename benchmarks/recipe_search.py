@@ -68,15 +68,18 @@ def four_convolutions(dropout_inside: float, dropout_head: float) -> nn.Sequenti
     )
 
 
-def cnn_with_hidden_layer(hidden: int = 256) -> nn.Sequential:
+def cnn_with_hidden_layer(
+    widths: tuple[int, int, int] = (24, 48, 96), hidden: int = 256
+) -> nn.Sequential:
     """Return the cnn's three blocks under cnn_large's head: a hidden ReLU layer."""
+    first, second, third = widths
     return nn.Sequential(
-        conv_block(1, 24, pool=True),
-        conv_block(24, 48, pool=True),
-        conv_block(48, 96),
+        conv_block(1, first, pool=True),
+        conv_block(first, second, pool=True),
+        conv_block(second, third),
         nn.Flatten(),
         nn.Dropout(0.1),
-        nn.Linear(96 * 7 * 7, hidden, bias=False),
+        nn.Linear(third * 7 * 7, hidden, bias=False),
         nn.BatchNorm1d(hidden),
         nn.ReLU(inplace=True),
         nn.Dropout(0.5),
@@ -111,7 +114,7 @@ def four_conv(
     return lambda: network(name, four_convolutions(dropout_inside, dropout_head))
 
 
-WIDER, WIDEST = (32, 64, 128), (48, 96, 192)
+WIDER, WIDEST, LEAN = (32, 64, 128), (48, 96, 192), (16, 32, 64)
 VARIANTS: dict[str, Variant] = {
     "shipped": variant(
         "the shipped recipe: cnn, 30% coarse scans, 15 epochs", registered("cnn")
@@ -137,6 +140,11 @@ VARIANTS: dict[str, Variant] = {
     "hidden-10": variant(
         "cnn blocks, a hidden layer of 256 in the head, 10% coarse scans",
         lambda: network("cnn_hidden", cnn_with_hidden_layer()),
+        coarse_scans=0.1,
+    ),
+    "hidden-lean-10": variant(
+        "the same on the fast recipe's widths 16, 32, 64",
+        lambda: network("cnn_hidden", cnn_with_hidden_layer(LEAN)),
         coarse_scans=0.1,
     ),
     "cnn_large": variant(
