@@ -116,8 +116,8 @@ def choose(folders: list[Path]) -> int:
         ]
         for group in groups
     ]
-    for group in groups:
-        single = [accuracy(predictions(m["test"], labels["test"])) for m in group]
+    for group, members in zip(groups, stored, strict=True):
+        single = [accuracy(member["test"]) for member in members]
         print(
             f"{len(group)} members of {group[0]['architecture']}, "
             f"{group[0]['epochs']} epochs each, trained on {group[0]['device']}: "

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
+from torch import nn
 
 from mnist_tutorial import load_checkpoint, load_mnist, load_pretrained
 from mnist_tutorial.coarse import digits_with_scans, with_coarse_scans
@@ -47,7 +48,7 @@ from mnist_tutorial.novelty import (
     score_features,
     threshold_for,
 )
-from mnist_tutorial.predict import InvalidImageError, Predictor
+from mnist_tutorial.predict import InvalidImageError, preprocess_image
 
 SAMPLES = Path(__file__).resolve().parent.parent / "book" / "samples"
 CHOOSING_KINDS, CHOOSING_SEED = ("shapes", "noise", "faint"), 1
@@ -76,6 +77,28 @@ def candidates(blocks: int) -> list[tuple[str, tuple[int, ...]]]:
 
 
 @dataclass
+class Prepared:
+    """Pictures made MNIST-like and normalised: those preprocessing let through, and
+    how many it refused."""
+
+    images: torch.Tensor
+    refused: int
+
+
+def prepare(
+    pictures: Sequence[Image.Image | Path], normalization: tuple[float, float]
+) -> Prepared:
+    """Return the pictures as a user's would be read, once for every model judged."""
+    tensors, refused = [], 0
+    for picture in pictures:
+        try:
+            tensors.append(preprocess_image(picture, normalization))
+        except InvalidImageError:
+            refused += 1
+    return Prepared(torch.cat(tensors), refused)
+
+
+@dataclass
 class PictureSet:
     """Pictures after preprocessing: the features of those it let through."""
 
@@ -88,17 +111,9 @@ class PictureSet:
         return len(self.features.logits) + self.refused
 
 
-def picture_set(
-    predictor: Predictor, pictures: Sequence[Image.Image | Path]
-) -> PictureSet:
-    """Return the features of the pictures preprocessing lets through, and the rest."""
-    tensors, refused = [], 0
-    for picture in pictures:
-        try:
-            tensors.append(predictor.preprocess(picture))
-        except InvalidImageError:
-            refused += 1
-    return PictureSet(digit_features(predictor.model, torch.cat(tensors)), refused)
+def picture_set(model: nn.Module, prepared: Prepared) -> PictureSet:
+    """Return the model's features of the prepared pictures, and the refused count."""
+    return PictureSet(digit_features(model, prepared.images), prepared.refused)
 
 
 def rejected(rule: NoveltyRule, pictures: PictureSet) -> float:
@@ -120,19 +135,22 @@ def name_of(method: str, blocks: tuple[int, ...]) -> str:
     return f"{method} {''.join(map(str, blocks))}".strip()
 
 
-def pictures_to_judge(count: int) -> dict[str, list[Image.Image | Path]]:
+def pictures_to_judge(
+    count: int, normalization: tuple[float, float]
+) -> dict[str, Prepared]:
     """Return the non-digits of each kind, the book's samples and printed digits."""
-    kinds: dict[str, list[Image.Image | Path]] = {
+    kinds: dict[str, Sequence[Image.Image | Path]] = {
         kind: list(non_digit_pictures(kind, count, seed=CHOOSING_SEED))
         for kind in CHOOSING_KINDS
     } | {
         kind: list(non_digit_pictures(kind, count, seed=HELD_OUT_SEED))
         for kind in HELD_OUT_KINDS
     }
-    return kinds | {
-        "samples": list(sorted(SAMPLES.glob("*.png"))),
-        "printed": list(printed_digit_pictures(count, seed=HELD_OUT_SEED)),
+    kinds |= {
+        "samples": sorted(SAMPLES.glob("*.png")),
+        "printed": printed_digit_pictures(count, seed=HELD_OUT_SEED),
     }
+    return {kind: prepare(shown, normalization) for kind, shown in kinds.items()}
 
 
 @dataclass
@@ -157,27 +175,28 @@ class Measured:
 
 
 def measure_rules(
-    predictor: Predictor,
+    model: nn.Module,
+    normalization: tuple[float, float],
     data: MnistData,
-    pictures: dict[str, list[Image.Image | Path]],
+    pictures: dict[str, Prepared],
     *,
     coarse_share: float = 0.0,
     seed: int = 0,
     keep: float = DEFAULT_KEEP,
 ) -> list[Measured]:
-    """Return every candidate rule for the predictor's model, measured.
+    """Return every candidate rule for the model, measured on prepared pictures.
 
     The rules are fitted as ``fit_calibration`` fits the shipped one: on the training
     digits and ``coarse_share`` of their scans (drawn with ``seed``), each digit's
     scans a group of their own.
     """
-    model, (mean, std) = predictor.model, predictor.normalization
+    mean, std = normalization
     train_images, train_labels = digits_with_scans(data, coarse_share, seed)
     train, validation, test = (
         digit_features(model, normalize(images, mean, std))
         for images in (train_images, data.validation.images, data.test.images)
     )
-    sets = {kind: picture_set(predictor, shown) for kind, shown in pictures.items()}
+    sets = {kind: picture_set(model, shown) for kind, shown in pictures.items()}
     widths = block_widths(model)
     measured = []
     for method, blocks in candidates(len(widths)):
@@ -229,15 +248,15 @@ def main() -> int:
         )
     except MnistTutorialError as error:
         parser.error(str(error))
-    predictor = Predictor(checkpoint)
     config = checkpoint.config
     coarse_share = config.coarse_scans if config else 0.0
     data = load_mnist()
     if coarse_share:
         data = with_coarse_scans(data)
-    pictures = pictures_to_judge(args.count)
+    pictures = pictures_to_judge(args.count, checkpoint.normalization)
     measured = measure_rules(
-        predictor,
+        checkpoint.model,
+        checkpoint.normalization,
         data,
         pictures,
         coarse_share=coarse_share,

@@ -34,14 +34,18 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from novelty import CHOOSING_KINDS, CHOOSING_SEED, GUARD, HELD_OUT_KINDS, HELD_OUT_SEED
-from novelty import SAMPLES as SAMPLE_FOLDER
-from PIL import Image
+from novelty import (
+    CHOOSING_KINDS,
+    GUARD,
+    HELD_OUT_KINDS,
+    Prepared,
+    pictures_to_judge,
+    prepare,
+)
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -59,7 +63,7 @@ from mnist_tutorial.novelty import (
     score_features,
     threshold_for,
 )
-from mnist_tutorial.predict import InvalidImageError, Predictor, load_pretrained
+from mnist_tutorial.predict import load_pretrained
 
 Maps = dict[str, torch.Tensor]
 Score = Callable[[Maps], torch.Tensor]
@@ -99,25 +103,9 @@ class PictureSet:
         return len(self.maps["logits"]) + self.refused
 
 
-def readable(
-    predictor: Predictor, pictures: Sequence[Image.Image | Path]
-) -> torch.Tensor:
-    """Return the normalised pictures (N, 1, 28, 28) that preprocessing accepts."""
-    tensors = []
-    for picture in pictures:
-        try:
-            tensors.append(predictor.preprocess(picture))
-        except InvalidImageError:
-            continue
-    return torch.cat(tensors)
-
-
-def picture_set(
-    predictor: Predictor, model: nn.Module, pictures: Sequence[Image.Image | Path]
-) -> PictureSet:
-    """Return the PictureSet of pictures read as a user's would be."""
-    accepted = readable(predictor, pictures)
-    return PictureSet(maps_of(model, accepted), len(pictures) - len(accepted))
+def picture_set(model: nn.Module, prepared: Prepared) -> PictureSet:
+    """Return the model's maps of pictures prepared as a user's would be read."""
+    return PictureSet(maps_of(model, prepared.images), prepared.refused)
 
 
 def gaussian_score(
@@ -289,20 +277,12 @@ def main() -> int:
     torch.manual_seed(0)
     checkpoint = load_pretrained()
     assert checkpoint.config is not None
-    predictor = Predictor(checkpoint)
     mean, std = checkpoint.normalization
     data = with_coarse_scans(replace(load_mnist(), mean=mean, std=std))
     train_images, train_labels = digits_with_scans(
         data, checkpoint.config.coarse_scans, checkpoint.config.seed
     )
-    pictures: dict[str, list[Image.Image]] = {
-        kind: non_digit_pictures(kind, args.count, seed=CHOOSING_SEED)
-        for kind in CHOOSING_KINDS
-    } | {
-        kind: non_digit_pictures(kind, args.count, seed=HELD_OUT_SEED)
-        for kind in HELD_OUT_KINDS
-    }
-    samples = sorted(SAMPLE_FOLDER.glob("*.png"))
+    pictures = pictures_to_judge(args.count, checkpoint.normalization)
     print(
         f"{args.count} pictures per kind; threshold: {DEFAULT_KEEP:.1%} of the "
         "validation digits answered; rejected = share of the kind"
@@ -325,10 +305,10 @@ def main() -> int:
         validation = maps_of(model, normalize(data.validation.images, mean, std))
         test = maps_of(model, normalize(data.test.images, mean, std))
         kinds = {
-            kind: picture_set(predictor, model, shown)
-            for kind, shown in pictures.items()
+            kind: picture_set(model, pictures[kind])
+            for kind in (*CHOOSING_KINDS, *HELD_OUT_KINDS)
         }
-        book = picture_set(predictor, model, samples)
+        book = picture_set(model, pictures["samples"])
         for name, make in rules.items():
             score = make(train)
             threshold = threshold_for(score(validation))
@@ -388,14 +368,14 @@ def main() -> int:
         },
     )
     if args.fine_tune:
-        outliers = readable(
-            predictor,
+        outliers = prepare(
             [
                 picture
                 for kind in CHOOSING_KINDS
                 for picture in non_digit_pictures(kind, 4000, seed=3)
             ],
-        )
+            checkpoint.normalization,
+        ).images
         assert data.train.coarse is not None
         share = checkpoint.config.coarse_scans
         scanned = torch.rand(

@@ -29,7 +29,7 @@ import torch
 from novelty import choose, measure_rules, pictures_to_judge
 from torch import nn
 
-from mnist_tutorial import Predictor, build_model, load_mnist
+from mnist_tutorial import build_model, load_mnist
 from mnist_tutorial.coarse import with_coarse_scans
 from mnist_tutorial.evaluate import accuracy, predict_split
 from mnist_tutorial.model import (
@@ -195,7 +195,7 @@ def main() -> int:
     started = time.perf_counter()
     data = with_coarse_scans(load_mnist())
     print(f"coarse scans of the training digits: {time.perf_counter() - started:.0f} s")
-    pictures = pictures_to_judge(NOVELTY_COUNT)
+    pictures = pictures_to_judge(NOVELTY_COUNT, data.normalization)
     print(
         "\n| variant | seed | train, s | best validation | test | 'not a digit' rule "
         "| held out rejected at 99% of test answered |"
@@ -216,7 +216,8 @@ def main() -> int:
             scores.setdefault(name, []).append((validation, test))
             rule = choose(
                 measure_rules(
-                    Predictor(model, data.normalization),
+                    model,
+                    data.normalization,
                     data,
                     pictures,
                     coarse_share=settings.coarse_scans,

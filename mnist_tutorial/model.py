@@ -194,15 +194,19 @@ def conv_blocks_and_head(network: nn.Module) -> tuple[list[nn.Module], nn.Sequen
         (index for index, layer in enumerate(layers) if isinstance(layer, nn.Flatten)),
         0,
     )
+
+    def convolutional(layer: nn.Module) -> bool:
+        return any(isinstance(part, nn.Conv2d) for part in layer.modules())
+
     groups: list[list[nn.Module]] = []
     for layer in layers[:flatten]:
-        if any(isinstance(part, nn.Conv2d) for part in layer.modules()) or not groups:
+        if convolutional(layer) or not groups:
             groups.append([])
         groups[-1].append(layer)
     head = layers[flatten + 1 :]
     if (
         not groups
-        or not any(isinstance(part, nn.Conv2d) for part in groups[0][0].modules())
+        or not convolutional(groups[0][0])
         or not head
         or not isinstance(head[-1], nn.Linear)
         or not all(isinstance(layer, HEAD_LAYERS) for layer in head)
