@@ -1,4 +1,4 @@
-"""Not a digit (chapter 8): other scores and outlier exposure, against the shipped rule.
+"""Not a digit (chapter 8): other scores and outlier exposure, for the cnn and its rule.
 
     python benchmarks/novelty_alternatives.py [--count 1000] [--fine-tune]
 
@@ -7,9 +7,10 @@ digits and, as for the shipped rule, 30 % of their coarse scans (each digit's sc
 group of its own); its threshold answers DEFAULT_KEEP of the validation digits; it is
 chosen on shapes, noise and faint pictures (seed 1) among the rules that answer at least
 97 % of the book's sample digits, and measured on letters and scribbles (seed 2). The
-shipped model is scored with
+shipped cnn (``load_pretrained("cnn")``, the book's model until 2026-12-04, evening) is
+scored with
 
-- the shipped rule: energy plus the Mahalanobis distance of blocks 1 and 2's channel
+- its shipped rule: energy plus the Mahalanobis distance of blocks 1 and 2's channel
   means (blocks counted from 0);
 - the same on the last block's maps averaged over a 2x2 or 3x3 grid, which keeps where a
   feature is;
@@ -18,7 +19,7 @@ shipped model is scored with
 - the nearest neighbour (Sun et al. 2022): cosine similarity of block 1's 3x3 grid to
   the closest of 10,000 training digits and scans.
 
-With ``--fine-tune``, the shipped model is also fine-tuned for two epochs with outlier
+With ``--fine-tune``, the cnn is also fine-tuned for two epochs with outlier
 exposure (Hendrycks et al. 2019: cross-entropy to the uniform distribution on outliers,
 weight 0.5) on one of three outlier sets, and refitted and scored with the shipped rule:
 digit mashups (two digits' halves joined, a digit's quadrants swapped, two digits laid
@@ -54,7 +55,6 @@ from mnist_tutorial.coarse import digits_with_scans, with_coarse_scans
 from mnist_tutorial.data import DeviceLoader, MnistData, normalize
 from mnist_tutorial.model import Network, conv_blocks_and_head
 from mnist_tutorial.novelty import (
-    DEFAULT_BLOCKS,
     DEFAULT_KEEP,
     Features,
     block_widths,
@@ -65,6 +65,9 @@ from mnist_tutorial.novelty import (
 )
 from mnist_tutorial.predict import load_pretrained
 
+#: The shipped model studied here, and the blocks its shipped rule reads.
+MODEL = "cnn"
+CNN_RULE_BLOCKS = (1, 2)
 Maps = dict[str, torch.Tensor]
 Score = Callable[[Maps], torch.Tensor]
 
@@ -116,7 +119,7 @@ def gaussian_score(
     ``widths`` splits the feature into blocks; the Gaussians read the shipped rule's
     blocks of the channel means, or the whole of a grid's feature.
     """
-    blocks = DEFAULT_BLOCKS if key == "means" else (0,)
+    blocks = CNN_RULE_BLOCKS if key == "means" else (0,)
     features = Features(train["logits"], train[key])
     # Fitted on the training features alone: the threshold is set in main, the same
     # way for every score.
@@ -222,8 +225,8 @@ class Mashups:
 def fine_tune(
     data: MnistData, mashups: Mashups, pictures: torch.Tensor | None
 ) -> Network:
-    """Return the shipped model after two epochs of outlier exposure."""
-    checkpoint = load_pretrained()
+    """Return the cnn after two epochs of outlier exposure."""
+    checkpoint = load_pretrained(MODEL)
     model, config = checkpoint.model, checkpoint.config
     assert config is not None
     mean, std = checkpoint.normalization
@@ -275,7 +278,7 @@ def main() -> int:
     parser.add_argument("--fine-tune", action="store_true", help="also fine-tune")
     args = parser.parse_args()
     torch.manual_seed(0)
-    checkpoint = load_pretrained()
+    checkpoint = load_pretrained(MODEL)
     assert checkpoint.config is not None
     mean, std = checkpoint.normalization
     data = with_coarse_scans(replace(load_mnist(), mean=mean, std=std))

@@ -1,6 +1,6 @@
 """Other handwriting at low resolution: scikit-learn's 8x8 digits, read as pictures.
 
-    python benchmarks/other_handwriting.py [CHECKPOINT ...]   # default: the shipped cnn
+    python benchmarks/other_handwriting.py [CHECKPOINT ...]  # default: the book's model
 
 `sklearn.datasets.load_digits` holds 1,797 digits by 43 writers who are not in MNIST
 (the UCI "optical recognition" set): each was written on a form, scanned to a 32x32
@@ -36,7 +36,9 @@ from mnist_tutorial.coarse import as_picture, coarse_counts, reading_shares
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "checkpoints", nargs="*", help="checkpoints to read with (default: shipped cnn)"
+        "checkpoints",
+        nargs="*",
+        help="checkpoints to read with (default: the book's model)",
     )
     args = parser.parse_args()
     digits = load_digits()
@@ -51,7 +53,7 @@ def main() -> None:
             mnist_test.labels.numpy(),
         ),
     }
-    names = args.checkpoints or ["shipped cnn"]
+    names = args.checkpoints or ["book's model"]
     print("| model | pictures | read right | guessed right | abstained | refused |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name in names:

@@ -3,11 +3,12 @@
     python benchmarks/recipe_search.py [VARIANT ...] [--seeds 0,1,2] [--epochs N]
 
 Trains each variant (see --help for the list) once per seed on the training split,
-with coarse scans as the shipped model is (30% of each batch unless the variant says
-otherwise), and prints a Markdown row per run: training seconds, the best epoch's
-validation accuracy, the test accuracy, and the "not a digit" rule that
-benchmarks/novelty.py chooses for the run, with the share of held-out non-digits it
-rejects at the threshold that answers 99% of the test digits (the target: 80%). Then
+with coarse scans as the cnn shipped until 2026-12-04, evening, was (30% of each batch
+unless the variant says otherwise), and prints a Markdown row per run: training
+seconds, the best epoch's validation accuracy, the test accuracy, and the "not a
+digit" rule that benchmarks/novelty.py chooses for the run, with the share of held-out
+non-digits it rejects at the threshold that answers 99% of the test digits (the
+target: 80%). Then
 it chooses the variant with the highest mean validation accuracy, reads its mean test
 accuracy, and exits with 1 when that is below the 99.70% target. Every variant is laid
 out so that the live demo's inside view and the "not a digit" rule can read it (conv
@@ -37,13 +38,15 @@ from mnist_tutorial.model import (
     Network,
     conv_block,
 )
-from mnist_tutorial.records import TrainConfig, recipe
+from mnist_tutorial.records import TrainConfig
 from mnist_tutorial.train import fit
 
 TARGET = 0.997
 #: Non-digits drawn per kind to measure each run's "not a digit" rule.
 NOVELTY_COUNT = 1000
-SHIPPED = recipe("shipped").config
+#: The settings every variant changes: those of the cnn's recipe when the search was
+#: run, the defaults with 30% coarse scans (the recipe ``shipped`` has moved on since).
+SHIPPED = TrainConfig(coarse_scans=0.3)
 
 
 def four_convolutions(dropout_inside: float, dropout_head: float) -> nn.Sequential:
@@ -117,11 +120,9 @@ def four_conv(
 WIDER, WIDEST, LEAN = (32, 64, 128), (48, 96, 192), (16, 32, 64)
 VARIANTS: dict[str, Variant] = {
     "shipped": variant(
-        "the shipped recipe: cnn, 30% coarse scans, 15 epochs", registered("cnn")
+        "the cnn's recipe then: cnn, 30% coarse scans, 15 epochs", registered("cnn")
     ),
-    "shipped-30": variant(
-        "the shipped recipe, 30 epochs", registered("cnn"), epochs=30
-    ),
+    "shipped-30": variant("the same, 30 epochs", registered("cnn"), epochs=30),
     "scans-10": variant(
         "10% coarse scans instead of 30%", registered("cnn"), coarse_scans=0.1
     ),
@@ -145,6 +146,11 @@ VARIANTS: dict[str, Variant] = {
     "hidden-lean-10": variant(
         "the same on the fast recipe's widths 16, 32, 64",
         lambda: network("cnn_hidden", cnn_with_hidden_layer(LEAN)),
+        coarse_scans=0.1,
+    ),
+    "large-half-10": variant(
+        "cnn_large_half (cnn_large at half its widths), 10% coarse scans",
+        registered("cnn_large_half"),
         coarse_scans=0.1,
     ),
     "cnn_large": variant(

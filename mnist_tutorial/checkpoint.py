@@ -36,9 +36,13 @@ from .records import EpochRecord, History, TrainConfig, TrainingState
 
 CHECKPOINT_FORMAT = "mnist_tutorial.checkpoint/1"
 PRETRAINED_FOLDER = Path(__file__).parent / "pretrained"
-#: The shipped models: the book's cnn, four more runs of its recipe with other seeds,
-#: and three runs of cnn_large; chapter 6 combines them into ensembles.
+#: The shipped model that the book, ``predict`` and the demo use (recipe ``shipped``).
+BOOK_MODEL = "cnn_large_half"
+#: The shipped models: the book's model; the default cnn trained with coarse scans
+#: (chapter 2 looks inside it), four runs of the default recipe; three runs of
+#: cnn_large. Chapter 6 combines them into ensembles.
 PRETRAINED_NAMES = (
+    BOOK_MODEL,
     "cnn",
     "cnn_seed1",
     "cnn_seed2",
@@ -434,13 +438,13 @@ def _checked_training_state(
 
 
 def load_pretrained(
-    name: str = "cnn", device: str | torch.device = "cpu"
+    name: str = BOOK_MODEL, device: str | torch.device = "cpu"
 ) -> Checkpoint:
     """Return a shipped checkpoint, its model in eval mode on ``device`` (chapter 4)."""
     return load_checkpoint(_pretrained_file(name, ".pt"), device)
 
 
-def pretrained_card(name: str = "cnn") -> dict[str, Any]:
+def pretrained_card(name: str = BOOK_MODEL) -> dict[str, Any]:
     """Return a shipped model's card: how it was made, how good it is (chapter 4)."""
     card: dict[str, Any] = json.loads(_pretrained_file(name, ".json").read_text())
     return card

@@ -138,22 +138,31 @@ def cnn(
 
 
 @register("cnn_large")
-def cnn_large(dropout: float = 0.25) -> nn.Sequential:
+def cnn_large(
+    widths: tuple[int, int, int, int] = (32, 32, 64, 64), dropout: float = 0.25
+) -> nn.Sequential:
     """Return the four-conv CNN with dropout, 870k parameters (chapter 2)."""
+    first, second, third, fourth = widths
     return nn.Sequential(
-        conv_block(1, 32),
-        conv_block(32, 32, pool=True),
+        conv_block(1, first),
+        conv_block(first, second, pool=True),
         nn.Dropout(dropout),
-        conv_block(32, 64),
-        conv_block(64, 64, pool=True),
+        conv_block(second, third),
+        conv_block(third, fourth, pool=True),
         nn.Dropout(dropout),
         nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 256, bias=False),
+        nn.Linear(fourth * 7 * 7, 256, bias=False),
         nn.BatchNorm1d(256),
         nn.ReLU(inplace=True),
         nn.Dropout(2 * dropout),
         nn.Linear(256, 10),
     )
+
+
+@register("cnn_large_half")
+def cnn_large_half(dropout: float = 0.25) -> nn.Sequential:
+    """Return cnn_large at half its widths: the book's model (chapter 8)."""
+    return cnn_large((16, 16, 32, 32), dropout)
 
 
 @dataclass(frozen=True)

@@ -143,12 +143,14 @@ class Recipe:
 #: The CLI's ``train --recipe NAME``; flags given beside it override its settings.
 RECIPES: dict[str, Recipe] = {
     "default": Recipe("cnn", {}, TrainConfig(), "15 epochs with augmentation"),
-    # Chapter 5: coarse scans teach the cnn low resolutions, such as scikit-learn's.
+    # Chapter 5: coarse scans teach the network low resolutions, such as scikit-learn's.
+    # Chapter 8: cnn_large's layout at half its widths costs what the cnn costs, and its
+    # features tell non-digits from digits far better (benchmarks/README.md).
     "shipped": Recipe(
-        "cnn",
+        "cnn_large_half",
         {},
-        TrainConfig(coarse_scans=0.3),
-        "the shipped cnn: the default, 30% of each batch coarse scans",
+        TrainConfig(coarse_scans=0.1),
+        "the book's model: cnn_large_half, 10% of each batch coarse scans",
     ),
     # Two-thirds of the widths halve the multiply-adds; one epoch without augmentation
     # is all the steps the one-cycle schedule gets, so it warms up and anneals in it.

@@ -23,6 +23,7 @@ import mnist_tutorial.cli as cli
 import mnist_tutorial.data as data
 from mnist_tutorial import build_model, load_checkpoint, save_checkpoint
 from mnist_tutorial.cli import as_flags, main, program_name
+from mnist_tutorial.records import RECIPES
 
 MODULE = "python -m mnist_tutorial"
 SCRIPT = "mnist-tutorial"
@@ -373,10 +374,11 @@ def test_the_shipped_recipe_scans_once_and_fits_its_rule_on_the_scans_too(
     assert f"coarse scans of {train:,} training digits made in " in printed
     # The digits and the training share of their scans, each digit's scans a group of
     # their own (10 to 19); the threshold answers the validation digits as they are.
-    scans = round(0.3 * train)
-    assert fitted == [(train + scans, list(range(20)), validation)]
+    share = RECIPES["shipped"].config.coarse_scans
+    scans = round(share * train)
+    assert share > 0 and fitted == [(train + scans, list(range(20)), validation)]
     checkpoint = load_checkpoint(out)
-    assert checkpoint.config is not None and checkpoint.config.coarse_scans == 0.3
+    assert checkpoint.config is not None and checkpoint.config.coarse_scans == share
     assert checkpoint.novelty_rule is not None
     assert checkpoint.novelty_rule.parameters["means"].shape[0] == 20
     # Calibrating it again scans again, so that the rule is fitted the same way.

@@ -254,7 +254,7 @@ def test_export_replaces_the_file_whole_with_the_serialised_model(
     assert others(tmp_path, out.name) == []
     (program,) = stand_in
     assert program.metadata["source"] == "pretrained"
-    assert program.metadata["architecture"] == "cnn"
+    assert program.metadata["architecture"] == load_pretrained().architecture["name"]
 
 
 def test_an_export_that_cannot_be_written_leaves_the_older_file_whole(

@@ -80,7 +80,7 @@ def test_builder_arguments_are_copied_into_the_architecture() -> None:
 def test_unknown_model_names_the_choices() -> None:
     with pytest.raises(
         ValueError,
-        match="unknown model 'resnet'; choose one of: cnn, cnn_large, lenet5, mlp",
+        match="unknown model 'resnet'; choose one of: cnn, cnn_large, cnn_large_half, lenet5, mlp",
     ):
         build_model("resnet")
 

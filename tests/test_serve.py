@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import one_line_error
 
+from mnist_tutorial import pretrained_card
 from mnist_tutorial.cli import main
 from mnist_tutorial.predict import Predictor
 from mnist_tutorial.serve import PredictionServer, make_server
@@ -210,7 +211,8 @@ def test_serve_on_the_command_line(tmp_path: Path) -> None:
     )
     try:
         first = served.stdout.readline()  # type: ignore[union-attr]
-        assert first.startswith("serving cnn at http://127.0.0.1:"), first
+        architecture = pretrained_card()["architecture"]["name"]
+        assert first.startswith(f"serving {architecture} at http://127.0.0.1:"), first
         url = re.search(r" at (http://\S+/predict): ", first)[1]  # type: ignore[index]
         status, body = post(url, *form("file", SAMPLE.name, SAMPLE.read_bytes()))
         assert status == 200

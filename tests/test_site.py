@@ -853,7 +853,7 @@ def inside_difference(centred: np.ndarray, outputs: dict[str, Any]) -> float:
     python = {
         **{f"block{i + 1}": maps for i, maps in enumerate(view.feature_maps)},
         "contributions": view.contributions,
-        "bias": view.bias[None],
+        "bias": view.biases(),
     }
     # is_digit, the "not a digit" rule, is checked against Predictor by its own test.
     assert set(python) | {"probabilities", "is_digit"} == set(outputs), sorted(outputs)
@@ -986,7 +986,10 @@ def test_demo_shows_inside_the_network(demo: Visit, site: Path) -> None:
     page = demo.page
     state = page.evaluate(INSIDE_STATE)
     # Every channel of every block, nothing drawn before a reading.
-    assert state["tiles"] == [24, 48, 96] and state["litTiles"] == 0, state
+    from mnist_tutorial.novelty import block_widths
+
+    assert state["tiles"] == block_widths(shipped_model()[0]), state
+    assert state["litTiles"] == 0, state
     page.click(".mnist-demo-clear")
     draw(page, DRAWINGS[7])
     reading = page.evaluate("() => window.mnistDemo.idle()")

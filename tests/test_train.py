@@ -126,10 +126,22 @@ def test_the_default_recipe_is_the_default_run() -> None:
     assert default.new_model().architecture == {"name": "cnn", "kwargs": {}}
 
 
-def test_the_shipped_recipe_is_the_default_with_coarse_scans() -> None:
+def test_the_shipped_recipe_is_the_default_on_the_books_model_with_coarse_scans() -> (
+    None
+):
     shipped = recipe("shipped")
-    assert shipped.config == TrainConfig(coarse_scans=0.3)
-    assert shipped.new_model().architecture == {"name": "cnn", "kwargs": {}}
+    assert shipped.config == TrainConfig(coarse_scans=0.1)
+    book_model = shipped.new_model()
+    assert book_model.architecture == {"name": "cnn_large_half", "kwargs": {}}
+    # cnn_large's layers at half its widths, at about the cnn's cost.
+    assert [type(layer) for layer in book_model] == [
+        type(layer) for layer in build_model("cnn_large")
+    ]
+    widths = [
+        m.out_channels for m in book_model.modules() if isinstance(m, torch.nn.Conv2d)
+    ]
+    assert widths == [16, 16, 32, 32]
+    assert multiply_adds(book_model) < 1.2 * multiply_adds(build_model("cnn"))
 
 
 def test_coarse_scans_without_scans_in_the_data_say_how_to_make_them(

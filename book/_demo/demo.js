@@ -466,7 +466,9 @@
           `The head turns block ${last.match(BLOCK_OUTPUT)[1]}'s ${output[last].dims[1]} maps into ten ` +
           `scores (logits), one per digit, and the probabilities come from those. A digit's score is a sum over ` +
           `the ${head[2]} × ${head[3]} positions, plus a bias: each cell is one position's share, red for the ` +
-          "digit and blue against, with the ink drawn over it. Click a bar, or choose a digit, to see its evidence. ",
+          "digit and blue against, with the ink drawn over it. They add up to the score exactly; with a hidden " +
+          "layer in the head, as in the book's model, the shares and the bias are this picture's own. Click a " +
+          "bar, or choose a digit, to see its evidence. ",
           link(HEAD_SECTION, "The head, in chapter 2"), "."])]);
       this.blocks = Object.keys(output).filter((name) => BLOCK_OUTPUT.test(name)).map((name) => {
         const [, channels, height, width] = output[name].dims;
@@ -496,8 +498,9 @@
       const maps = element("div", { class: "mnist-demo-maps" }, [
         element("h3", {}, ["Feature maps"]),
         element("p", { class: "mnist-demo-caption" }, [
-          "Each tile is one channel of a conv block's output, after its BatchNorm and ReLU (the first two blocks " +
-          "also pool): where the block finds its feature in this picture. One scale per block, from black (0) to " +
+          "Each tile is one channel of a conv block's output, after its BatchNorm and ReLU (a block whose maps " +
+          "are half the size of the block before it also pools): where the block finds its feature in this " +
+          "picture. One scale per block, from black (0) to " +
           "light yellow (the block's largest value here). Click, tap or press Enter on a map to enlarge it; the " +
           "arrow keys move between maps. ",
           link(MAPS_SECTION, "Feature maps, in chapter 2"), "."]),
