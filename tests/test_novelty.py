@@ -191,6 +191,17 @@ def test_cnn_large_features_read_its_four_blocks_and_its_hidden_layer_head() -> 
         torch.testing.assert_close(features.logits, model(images))
 
 
+def test_by_default_the_distance_reads_every_block_and_blocks_choose_columns() -> None:
+    features = Features(torch.randn(40, 10), torch.randn(40, 18))
+    labels = torch.arange(40) % 10
+    every = fit_rule_on_features("mahalanobis", features, labels, features, [4, 6, 8])
+    assert every.parameters["columns"].tolist() == list(range(18))
+    last_two = fit_rule_on_features(
+        "mahalanobis", features, labels, features, [4, 6, 8], blocks=(1, 2)
+    )
+    assert last_two.parameters["columns"].tolist() == list(range(4, 18))
+
+
 def test_mahalanobis_blocks_must_exist(synthetic_mnist) -> None:
     features = Features(torch.zeros(20, 10), torch.randn(20, 18))
     labels = torch.arange(20) % 10

@@ -20,6 +20,7 @@ from mnist_tutorial.checkpoint import (
     PRETRAINED_NAMES,
     CheckpointError,
 )
+from mnist_tutorial.novelty import block_widths
 
 ROOT = PRETRAINED_FOLDER.parent.parent
 #: The book's model, the default of load_pretrained and pretrained_card.
@@ -72,6 +73,18 @@ def test_every_shipped_model_loads_for_inference_as_its_card_says() -> None:
         assert checkpoint.architecture["name"] == card["architecture"]["name"], name
         assert checkpoint.metrics["test_accuracy"] == card["test_accuracy"], name
         assert len(checkpoint.history.epochs) == card["epochs_run"], name
+
+
+def test_the_book_models_rule_reads_every_block_and_its_checkpoint_is_calibrated() -> (
+    None
+):
+    checkpoint = load_pretrained()
+    rule = checkpoint.novelty_rule
+    assert rule is not None and rule.method == "combined"
+    widths = block_widths(checkpoint.model)
+    assert widths == [16, 16, 32, 32]
+    assert rule.parameters["columns"].tolist() == list(range(sum(widths)))
+    assert 0 < checkpoint.temperature < 1  # label smoothing left it underconfident
 
 
 def test_the_cnn_the_book_shipped_before_can_resume_its_run() -> None:
