@@ -249,7 +249,7 @@ def main() -> int:
     except MnistTutorialError as error:
         parser.error(str(error))
     config = checkpoint.config
-    coarse_share = config.coarse_scans if config else 0.0
+    coarse_share = config.rule_scans if config else 0.0
     data = load_mnist()
     if coarse_share:
         data = with_coarse_scans(data)

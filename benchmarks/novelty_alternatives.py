@@ -236,7 +236,7 @@ def fine_tune(
         normalization=(mean, std),
         shuffle=True,
         augment=config.augment,
-        coarse_share=config.coarse_scans,
+        coarse_share=config.rule_scans,
         drop_last=True,
         seed=1,
     )
@@ -283,7 +283,7 @@ def main() -> int:
     mean, std = checkpoint.normalization
     data = with_coarse_scans(replace(load_mnist(), mean=mean, std=std))
     train_images, train_labels = digits_with_scans(
-        data, checkpoint.config.coarse_scans, checkpoint.config.seed
+        data, checkpoint.config.rule_scans, checkpoint.config.seed
     )
     pictures = pictures_to_judge(args.count, checkpoint.normalization)
     print(
@@ -380,7 +380,7 @@ def main() -> int:
             checkpoint.normalization,
         ).images
         assert data.train.coarse is not None
-        share = checkpoint.config.coarse_scans
+        share = checkpoint.config.rule_scans
         scanned = torch.rand(
             len(data.train), generator=torch.Generator().manual_seed(1)
         )

@@ -10,7 +10,9 @@ digit" rule that benchmarks/novelty.py chooses for the run, with the share of he
 non-digits it rejects at the threshold that answers 99% of the test digits (the
 target: 80%). Then
 it chooses the variant with the highest mean validation accuracy, reads its mean test
-accuracy, and exits with 1 when that is below the 99.70% target. Every variant is laid
+accuracy, and exits with 1 when that is below the 99.70% target (the issue asks 99.70%
+of the shipped run and a mean of 99.68% over three seeds; this is the stricter of the
+two for a mean). Every variant is laid
 out so that the live demo's inside view and the "not a digit" rule can read it (conv
 blocks, then a head of linear, BatchNorm and ReLU layers:
 ``model.conv_blocks_and_head``).
@@ -38,7 +40,7 @@ from mnist_tutorial.model import (
     Network,
     conv_block,
 )
-from mnist_tutorial.records import TrainConfig
+from mnist_tutorial.records import RECIPES, TrainConfig
 from mnist_tutorial.train import fit
 
 TARGET = 0.997
@@ -159,6 +161,12 @@ VARIANTS: dict[str, Variant] = {
     "cnn_large-10": variant(
         "cnn_large, 10% coarse scans", registered("cnn_large"), coarse_scans=0.1
     ),
+    "accurate": (
+        "the recipe accurate: cnn_large without coarse scans in training, its rule "
+        "counting 10% of them as digits",
+        registered(RECIPES["accurate"].model),
+        RECIPES["accurate"].config,
+    ),
 }
 
 
@@ -226,7 +234,7 @@ def main() -> int:
                     data.normalization,
                     data,
                     pictures,
-                    coarse_share=settings.coarse_scans,
+                    coarse_share=settings.rule_scans,
                     seed=seed,
                 )
             )

@@ -14,7 +14,7 @@ import sys
 import time
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import MISSING, fields, replace
+from dataclasses import MISSING, asdict, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -176,6 +176,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    """Return the text as a float in [0, 1], else raise argparse's error."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share in [0, 1], got {text}")
+    return value
+
+
 def port_number(text: str) -> int:
     """Return the text as a TCP port (0: any free one), else raise argparse's error."""
     value = int(text)
@@ -325,6 +333,15 @@ def build_parser(prog: str = MODULE_PROG) -> Parser:
         type=Path,
         default=None,
         help="data root (default: $MNIST_TUTORIAL_DATA or ~/.cache/mnist_tutorial)",
+    )
+    calibrate.add_argument(
+        "--rule-coarse-scans",
+        type=share,
+        default=None,
+        metavar="SHARE",
+        help="share of coarse scans the 'not a digit' rule counts as digits, saved in "
+        "the checkpoint's config (default: the config's rule_coarse_scans, else the "
+        "share the model trained on)",
     )
     calibrate.set_defaults(handler=run_calibrate)
 
@@ -542,7 +559,7 @@ def run_train(args: argparse.Namespace) -> int:
         speaks, f"{model.architecture['name']}: {count_parameters(model):,} parameters"
     )
     started, wall_clock = time.perf_counter(), time.time()
-    if config.coarse_scans > 0:
+    if config.needs_scans:
         # fit_calibration fits the 'not a digit' rule on these scans too.
         data = with_coarse_scans(data, progress=args.progress)
         print_if(
@@ -577,7 +594,7 @@ def run_train(args: argparse.Namespace) -> int:
     history = run.history
     test = metrics(predict_split(model, data.test, data.normalization))
     print(f"test accuracy {test.accuracy:.2%} ({test.errors} errors in {test.count:,})")
-    temperature, rule = fit_calibration(model, data, config.coarse_scans, config.seed)
+    temperature, rule = fit_calibration(model, data, config.rule_scans, config.seed)
     print(f"temperature {temperature:.3f}, fitted on the validation split")
     print(describe_rule(rule))
     results = {
@@ -665,9 +682,10 @@ def fit_calibration(
     """Return a trained model's temperature and novelty rule (chapter 8).
 
     Both are chosen on the validation split; the rule's parameters come from the
-    training split and, where it holds coarse scans, from ``coarse_share`` of them, the
-    share the model trained on, drawn with ``seed``. Models laid out otherwise
-    than cnn and cnn_large (conv blocks, then a ReLU head) get no rule.
+    training split and, where it holds coarse scans, from ``coarse_share`` of them (the
+    config's ``rule_scans``: by default the share the model trained on), drawn with
+    ``seed``. Models laid out otherwise than cnn and cnn_large (conv blocks, then a ReLU
+    head) get no rule.
     """
     logits = split_logits(model, data.validation, data.normalization)
     temperature = fit_temperature(logits, data.validation.labels)
@@ -704,23 +722,27 @@ def run_calibrate(args: argparse.Namespace) -> int:
     mean, std = checkpoint.normalization
     # The model reads pictures normalised as it was trained, whatever this data says.
     data = replace(data, mean=mean, std=std)
-    config = checkpoint.config or TrainConfig()
-    if config.coarse_scans > 0:
-        # Its rule was fitted with the coarse scans it trained on; so is the new one.
+    config = checkpoint.config
+    if args.rule_coarse_scans is not None:
+        config = replace(
+            config or TrainConfig(), rule_coarse_scans=args.rule_coarse_scans
+        )
+    rule_scans, seed = (config.rule_scans, config.seed) if config else (0.0, 0)
+    if rule_scans > 0:
+        # The rule counts the share of scans its config says (by default, the share
+        # training read), drawn with its seed: the same rule again.
         started = time.perf_counter()
         data = with_coarse_scans(data)
         print(
             f"coarse scans of {len(data.train):,} training digits made in "
             f"{time.perf_counter() - started:.0f} s"
         )
-    temperature, rule = fit_calibration(
-        checkpoint.model, data, config.coarse_scans, config.seed
-    )
+    temperature, rule = fit_calibration(checkpoint.model, data, rule_scans, seed)
     save_checkpoint(
         args.checkpoint,
         checkpoint.model,
         normalization=checkpoint.normalization,
-        config=checkpoint.config,
+        config=config,
         history=checkpoint.history,
         metrics=checkpoint.metrics,
         training_state=checkpoint.training_state,
@@ -732,7 +754,24 @@ def run_calibrate(args: argparse.Namespace) -> int:
         f"{temperature:.3f}, fitted on the validation split"
     )
     print(describe_rule(rule))
+    card_path = args.checkpoint.with_suffix(".json")
+    card = read_model_card(card_path)
+    if card is not None and config is not None:
+        # The card says how the model was made: now by this command too.
+        card["config"] = asdict(config)
+        card["calibrate_command"] = args.command_line
+        write_model_card(card_path, card)
+        print(f"updated its model card {card_path}")
     return 0
+
+
+def read_model_card(path: Path) -> dict[str, Any] | None:
+    """Return the model card at ``path``, or None where there is no card there."""
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return card if isinstance(card, dict) and "command" in card else None
 
 
 def run_predict(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -390,6 +391,70 @@ def test_the_shipped_recipe_scans_once_and_fits_its_rule_on_the_scans_too(
     assert fitted == [(train + scans, list(range(20)), validation)]
 
 
+def test_the_accurate_recipe_trains_without_scans_and_its_rule_counts_them(
+    tmp_path: Path,
+    synthetic_cli: list[object],
+    synthetic_mnist: data.MnistData,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fitted: list[tuple[int, list[int]]] = []
+    trained_on: list[float] = []
+    real_rule, real_fit = cli.fit_novelty_rule, cli.fit
+
+    def recording_rule(model, train_images, train_labels, validation_images):
+        fitted.append((len(train_images), train_labels.unique().tolist()))
+        return real_rule(model, train_images, train_labels, validation_images)
+
+    def recording_fit(model, data, config, **kwargs):
+        trained_on.append(config.coarse_scans)
+        return real_fit(model, data, config, **kwargs)
+
+    monkeypatch.setattr(cli, "fit_novelty_rule", recording_rule)
+    monkeypatch.setattr(cli, "fit", recording_fit)
+    out = tmp_path / "accurate.pt"
+    # The recipe's settings on a cnn, which trains in a moment.
+    args = recipe_args(out, "--recipe", "accurate", "--model", "cnn", "--epochs", "1")
+    assert main(args) == 0
+    share = RECIPES["accurate"].config.rule_scans
+    train = len(synthetic_mnist.train)
+    assert trained_on == [0.0]
+    assert share > 0 and fitted == [(train + round(share * train), list(range(20)))]
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.config is not None and checkpoint.config.rule_scans == share
+
+
+def test_calibrate_with_a_share_of_scans_saves_it_and_fits_the_rule_on_them(
+    tmp_path: Path,
+    synthetic_cli: list[object],
+    synthetic_mnist: data.MnistData,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "cnn.pt"
+    args = recipe_args(out, "--model", "cnn", "--epochs", "1")
+    assert main(args) == 0
+    before = load_checkpoint(out)
+    assert before.config is not None and before.config.rule_scans == 0
+    assert before.novelty_rule is not None
+    assert before.novelty_rule.parameters["means"].shape[0] == 10
+    capsys.readouterr()
+    assert main(["calibrate", str(out), "--rule-coarse-scans", "0.2"]) == 0
+    train = len(synthetic_mnist.train)
+    assert f"coarse scans of {train:,} training digits made in " in (
+        capsys.readouterr().out
+    )
+    after = load_checkpoint(out)
+    assert after.config == replace(before.config, rule_coarse_scans=0.2)
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["config"]["rule_coarse_scans"] == 0.2
+    assert card["calibrate_command"].endswith(
+        f"calibrate {out} --rule-coarse-scans 0.2"
+    )
+    assert after.novelty_rule is not None
+    assert after.novelty_rule.parameters["means"].shape[0] == 20
+    for name, tensor in before.model.state_dict().items():
+        assert torch.equal(after.model.state_dict()[name], tensor)
+
+
 def test_a_flag_overrides_the_recipe_and_another_model_drops_its_widths(
     tmp_path: Path, synthetic_cli: list[object], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -435,6 +500,11 @@ def test_calibrate_fits_the_temperature_and_keeps_the_rest(
         f"{out}: temperature 1.000 -> {calibrated['temperature']:.3f}, fitted on the "
         "validation split\n"
         "no 'not a digit' rule: only a CNN laid out as cnn or cnn_large gets one\n"
+        f"updated its model card {out.with_suffix('.json')}\n"
+    )
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["calibrate_command"].endswith(
+        f"calibrate {out} --data {tmp_path / 'data'}"
     )
     assert calibrated["novelty_rule"] is None
     assert calibrated["temperature"] == pytest.approx(saved["temperature"])
@@ -442,6 +512,19 @@ def test_calibrate_fits_the_temperature_and_keeps_the_rest(
     assert calibrated["metrics"] == saved["metrics"]
     for name, tensor in saved["state_dict"].items():
         assert torch.equal(calibrated["state_dict"][name], tensor)
+
+
+def test_calibrate_leaves_a_json_beside_it_that_is_no_model_card_as_it_was(
+    tmp_path: Path, synthetic_cli: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mlp.pt"
+    assert main(train_args(out, tmp_path / "data")) == 0
+    beside = out.with_suffix(".json")
+    beside.write_text('{"notes": "mine"')  # cut short: not JSON
+    capsys.readouterr()
+    assert main(["calibrate", str(out), "--data", str(tmp_path / "data")]) == 0
+    assert "model card" not in capsys.readouterr().out
+    assert beside.read_text() == '{"notes": "mine"'
 
 
 def test_calibrate_gives_a_cnn_its_not_a_digit_rule(

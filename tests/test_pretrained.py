@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from mnist_tutorial.checkpoint import (
     CheckpointError,
 )
 from mnist_tutorial.novelty import block_widths
+from mnist_tutorial.records import RECIPES
 
 ROOT = PRETRAINED_FOLDER.parent.parent
 #: The book's model, the default of load_pretrained and pretrained_card.
@@ -105,3 +107,24 @@ def test_the_shipped_models_are_inference_only_and_made_by_their_cards_command()
             card["command"].startswith("python -m mnist_tutorial train")
             and f"--out {path.relative_to(ROOT)}" in card["command"]
         )
+
+
+@pytest.mark.parametrize("name", ["cnn_large", "cnn_large_seed1", "cnn_large_seed2"])
+def test_the_large_runs_are_the_accurate_recipe_and_their_rule_counts_scans(
+    name: str,
+) -> None:
+    checkpoint = load_pretrained(name)
+    card = pretrained_card(name)
+    accurate = RECIPES["accurate"]
+    assert checkpoint.architecture["name"] == accurate.model
+    # Trained as the recipe trains, with their own seed; calibrated as it calibrates.
+    assert checkpoint.config == replace(accurate.config, seed=checkpoint.config.seed)
+    assert card["config"] == asdict(checkpoint.config)
+    assert card["calibrate_command"] == (
+        f"python -m mnist_tutorial calibrate mnist_tutorial/pretrained/{name}.pt "
+        f"--rule-coarse-scans {accurate.config.rule_scans}"
+    )
+    rule = checkpoint.novelty_rule
+    assert rule is not None and rule.method == "combined"
+    # A Gaussian for each digit and one for each digit's coarse scans.
+    assert rule.parameters["means"].shape[0] == 20

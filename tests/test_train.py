@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -107,6 +108,10 @@ def assert_same_tensors(first: object, second: object, where: str = "") -> None:
         ({"target_accuracy": 99.0}, r"target_accuracy is a fraction in \(0, 1\]"),
         ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
         ({"coarse_scans": 1.5}, r"coarse_scans is a share in \[0, 1\], got 1.5"),
+        (
+            {"rule_coarse_scans": -0.1},
+            r"rule_coarse_scans is a share in \[0, 1\], got -0.1",
+        ),
     ],
 )
 def test_config_refuses_bad_values_with_a_clear_message(
@@ -124,6 +129,33 @@ def test_the_default_recipe_is_the_default_run() -> None:
     default = recipe("default")
     assert default.config == TrainConfig()
     assert default.new_model().architecture == {"name": "cnn", "kwargs": {}}
+
+
+@pytest.mark.parametrize(
+    ("changes", "rule_scans", "needs_scans"),
+    [
+        ({}, 0.0, False),
+        ({"coarse_scans": 0.3}, 0.3, True),
+        ({"coarse_scans": 0.3, "rule_coarse_scans": 0.0}, 0.0, True),
+        ({"rule_coarse_scans": 0.1}, 0.1, True),
+    ],
+)
+def test_the_rule_counts_the_training_share_of_scans_unless_told_otherwise(
+    changes: dict, rule_scans: float, needs_scans: bool
+) -> None:
+    config = TrainConfig(**changes)
+    assert config.rule_scans == rule_scans
+    assert config.needs_scans is needs_scans
+
+
+def test_the_accurate_recipe_trains_cnn_large_as_the_default_and_its_rule_reads_scans() -> (
+    None
+):
+    accurate = recipe("accurate")
+    assert accurate.new_model().architecture == {"name": "cnn_large", "kwargs": {}}
+    # Training as the default run: no scans in its batches; the rule counts some.
+    assert replace(accurate.config, rule_coarse_scans=None) == TrainConfig()
+    assert accurate.config.coarse_scans == 0 and accurate.config.rule_scans > 0
 
 
 def test_the_shipped_recipe_is_the_default_on_the_books_model_with_coarse_scans() -> (
