@@ -173,7 +173,7 @@ RECIPES: dict[str, Recipe] = {
         TrainConfig(coarse_scans=0.1),
         "the book's model: cnn_large_half, 10% of each batch coarse scans",
     ),
-    # Issue 13: the most accurate single network, trained as the default is. It reads
+    # Chapter 6: the most accurate single network, trained as the default is. It reads
     # scikit-learn's digits without scans in training; its rule must count them as
     # digits, or it declines them (benchmarks/README.md).
     "accurate": Recipe(
