@@ -236,7 +236,7 @@ def fine_tune(
         normalization=(mean, std),
         shuffle=True,
         augment=config.augment,
-        coarse_share=config.rule_scans,
+        coarse_share=config.coarse_scans,
         drop_last=True,
         seed=1,
     )
@@ -380,7 +380,7 @@ def main() -> int:
             checkpoint.normalization,
         ).images
         assert data.train.coarse is not None
-        share = checkpoint.config.rule_scans
+        share = checkpoint.config.coarse_scans
         scanned = torch.rand(
             len(data.train), generator=torch.Generator().manual_seed(1)
         )

@@ -10,11 +10,10 @@ digit" rule that benchmarks/novelty.py chooses for the run, with the share of he
 non-digits it rejects at the threshold that answers 99% of the test digits (the
 target: 80%). Then
 it chooses the variant with the highest mean validation accuracy, reads its mean test
-accuracy, and exits with 1 when that is below the 99.70% target (the issue asks 99.70%
-of the shipped run and a mean of 99.68% over three seeds; this is the stricter of the
-two for a mean). Every variant is laid
-out so that the live demo's inside view and the "not a digit" rule can read it (conv
-blocks, then a head of linear, BatchNorm and ReLU layers:
+accuracy, and exits with 1 when that is below the 99.70% target (asked of the shipped
+run; the mean of three seeds is asked for 99.68%, so a mean at 99.70% meets both).
+Every variant is laid out so that the live demo's inside view and the "not a digit" rule
+can read it (conv blocks, then a head of linear, BatchNorm and ReLU layers:
 ``model.conv_blocks_and_head``).
 """
 

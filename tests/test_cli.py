@@ -545,6 +545,23 @@ def test_calibrate_gives_a_cnn_its_not_a_digit_rule(
     )
 
 
+def test_calibrate_fits_the_rule_on_scans_without_inventing_a_config(
+    tmp_path: Path, synthetic_cli: list[object]
+) -> None:
+    torch.manual_seed(0)
+    path = save_checkpoint(
+        tmp_path / "cnn.pt",
+        build_model("cnn", widths=(8, 16, 16)),
+        normalization=(0.1307, 0.3081),
+    )
+    args = ["calibrate", str(path), "--data", str(tmp_path / "data")]
+    assert main([*args, "--rule-coarse-scans", "0.5"]) == 0
+    calibrated = load_checkpoint(path)
+    assert calibrated.config is None
+    assert calibrated.novelty_rule is not None
+    assert calibrated.novelty_rule.parameters["means"].shape[0] == 20
+
+
 def test_the_model_card_command_of_the_module_form(
     tmp_path: Path, synthetic_cli: list[object]
 ) -> None:
