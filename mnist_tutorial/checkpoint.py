@@ -39,8 +39,8 @@ PRETRAINED_FOLDER = Path(__file__).parent / "pretrained"
 #: The shipped model that the book, ``predict`` and the demo use (recipe ``shipped``).
 BOOK_MODEL = "cnn_large_half"
 #: The shipped models: the book's model; the default cnn trained with coarse scans
-#: (chapter 2 looks inside it), four runs of the default recipe; three runs of
-#: cnn_large. Chapter 6 combines them into ensembles.
+#: (chapters 1 to 4 look inside it), four runs of the default recipe; three runs of
+#: cnn_large (the recipe ``accurate``). Chapter 6 combines them into ensembles.
 PRETRAINED_NAMES = (
     BOOK_MODEL,
     "cnn",

@@ -141,7 +141,7 @@ def cnn(
 def cnn_large(
     widths: tuple[int, int, int, int] = (32, 32, 64, 64), dropout: float = 0.25
 ) -> nn.Sequential:
-    """Return the four-conv CNN with dropout, 870k parameters (chapter 2)."""
+    """Return the four-conv CNN with dropout; 870k parameters by default (chapter 2)."""
     first, second, third, fourth = widths
     return nn.Sequential(
         conv_block(1, first),

@@ -527,15 +527,18 @@ def test_calibrate_leaves_a_json_beside_it_that_is_no_model_card_as_it_was(
     assert beside.read_text() == '{"notes": "mine"'
 
 
+def save_small_untrained_cnn(path: Path) -> Path:
+    """Return the path of a checkpoint of a small cnn, without config or rule."""
+    torch.manual_seed(0)
+    return save_checkpoint(
+        path, build_model("cnn", widths=(8, 16, 16)), normalization=(0.1307, 0.3081)
+    )
+
+
 def test_calibrate_gives_a_cnn_its_not_a_digit_rule(
     tmp_path: Path, synthetic_cli: list[object], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    torch.manual_seed(0)
-    path = save_checkpoint(
-        tmp_path / "cnn.pt",
-        build_model("cnn", widths=(8, 16, 16)),
-        normalization=(0.1307, 0.3081),
-    )
+    path = save_small_untrained_cnn(tmp_path / "cnn.pt")
     assert main(["calibrate", str(path), "--data", str(tmp_path / "data")]) == 0
     rule = load_checkpoint(path).novelty_rule
     assert rule is not None and rule.method == "combined"
@@ -548,12 +551,7 @@ def test_calibrate_gives_a_cnn_its_not_a_digit_rule(
 def test_calibrate_fits_the_rule_on_scans_without_inventing_a_config(
     tmp_path: Path, synthetic_cli: list[object]
 ) -> None:
-    torch.manual_seed(0)
-    path = save_checkpoint(
-        tmp_path / "cnn.pt",
-        build_model("cnn", widths=(8, 16, 16)),
-        normalization=(0.1307, 0.3081),
-    )
+    path = save_small_untrained_cnn(tmp_path / "cnn.pt")
     args = ["calibrate", str(path), "--data", str(tmp_path / "data")]
     assert main([*args, "--rule-coarse-scans", "0.5"]) == 0
     calibrated = load_checkpoint(path)

@@ -32,7 +32,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from mnist_tutorial.novelty import non_digit_pictures
+from mnist_tutorial.novelty import block_widths, non_digit_pictures
 from mnist_tutorial.predict import Predictor
 
 #: Every test here needs the built book and Chromium.
@@ -986,8 +986,6 @@ def test_demo_shows_inside_the_network(demo: Visit, site: Path) -> None:
     page = demo.page
     state = page.evaluate(INSIDE_STATE)
     # Every channel of every block, nothing drawn before a reading.
-    from mnist_tutorial.novelty import block_widths
-
     assert state["tiles"] == block_widths(shipped_model()[0]), state
     assert state["litTiles"] == 0, state
     page.click(".mnist-demo-clear")
