@@ -72,9 +72,9 @@ class PixelsToInside(PixelsToProbabilities):
 
     The outputs: probabilities (N, 10), each conv block's maps after its activation,
     the contributions (N, 10, H, W) of every position of the last maps to each logit,
-    and the head's bias for each picture (N, 10). See ``model.look_inside``. With
-    a novelty rule, also ``is_digit`` (N,): 1 where the rule answers, 0 where the model
-    abstains, "not a digit" (chapter 8).
+    and the head's bias (N, 10), the same row for every picture (see
+    ``model.look_inside``). With a novelty rule, also ``is_digit`` (N,): 1 where the
+    rule answers, 0 where the model abstains, "not a digit" (chapter 8).
     """
 
     def __init__(

@@ -171,10 +171,12 @@ class InsideView:
 
     ``feature_maps`` holds each conv block's output after its activation. Each digit's
     logit is the sum of ``contributions`` (N, 10, H, W), one per position of the last
-    maps, plus ``bias``. A head of one linear layer adds the same bias (10,) to every
-    picture. A head with hidden ReLU layers is linear only while each hidden unit stays
-    on or off as this picture set it, so its contributions and bias (N, 10) are those
-    of that linear map, and hold exactly for this picture.
+    maps, plus ``bias`` (10,), the same for every picture: the head's logits when no
+    feature is found anywhere (all maps zero). A head of one linear layer is that sum
+    as it stands. For a head with a hidden ReLU layer, each position's contribution
+    is how much it moves each logit along the straight path from all-zero maps to the
+    picture's (integrated gradients), exact because each unit switches at most once
+    on that path (chapter 5).
     """
 
     feature_maps: list[torch.Tensor]
@@ -182,12 +184,12 @@ class InsideView:
     bias: torch.Tensor
 
     def biases(self) -> torch.Tensor:
-        """Return the bias added to each picture's logits (N, 10)."""
+        """Return the bias added to the logits, one row per picture (N, 10)."""
         return self.bias.expand(self.contributions.shape[0], -1)
 
 
-#: Head layers with which the logits stay a linear map of the last feature maps once
-#: each ReLU's on/off pattern is fixed (Dropout and BatchNorm as in eval mode).
+#: Head layers whose logits look_inside splits exactly by position: affine layers
+#: (Dropout and BatchNorm as in eval mode) and one ReLU.
 HEAD_LAYERS = (nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout)
 
 
@@ -196,7 +198,8 @@ def conv_blocks_and_head(network: nn.Module) -> tuple[list[nn.Module], nn.Sequen
 
     A block starts at each layer that holds a convolution; the layers between (such as
     dropout) belong to the block before them. Raises ValueError for other layouts: the
-    head must end in a Linear layer and hold only Linear, BatchNorm1d, ReLU and Dropout.
+    head must end in a Linear layer, hold only Linear, BatchNorm1d, ReLU and Dropout,
+    and at most one ReLU.
     """
     layers = list(network) if isinstance(network, nn.Sequential) else []
     flatten = next(
@@ -223,11 +226,13 @@ def conv_blocks_and_head(network: nn.Module) -> tuple[list[nn.Module], nn.Sequen
             isinstance(layer, nn.BatchNorm1d) and not layer.track_running_stats
             for layer in head
         )
+        or sum(isinstance(layer, nn.ReLU) for layer in head) > 1
     ):
         raise ValueError(
             "looking inside needs conv blocks, then Flatten and a head of Linear, "
-            "BatchNorm1d, ReLU and Dropout layers ending in a Linear one, as in the "
-            "cnn and cnn_large architectures; this model is laid out otherwise"
+            "BatchNorm1d, Dropout and at most one ReLU layer, ending in a Linear one, "
+            "as in the cnn and cnn_large architectures; this model is laid out "
+            "otherwise"
         )
     blocks = [
         group[0] if len(group) == 1 else nn.Sequential(*group) for group in groups
@@ -259,52 +264,63 @@ def inside_view(network: nn.Module, images: torch.Tensor) -> InsideView:
     for block in blocks:
         maps = block(maps)
         feature_maps.append(maps)
-    linear = cast(nn.Linear, head[-1])
-    if all(isinstance(layer, nn.Dropout) for layer in list(head)[:-1]):
-        # One linear layer: the same weights and bias for every picture.
-        weights = linear.weight.reshape(linear.out_features, *maps.shape[1:])
-        contributions = torch.einsum("nchw,kchw->nkhw", maps, weights)
-        bias = (
-            linear.bias
-            if linear.bias is not None
-            else weights.new_zeros(linear.out_features)
-        )
-        return InsideView(feature_maps, contributions, bias)
-    inputs = maps.flatten(1)
-    slopes, logits = head_slopes(head, inputs)
-    products = slopes * inputs[:, None]
-    contributions = products.reshape(*products.shape[:2], *maps.shape[1:]).sum(2)
-    return InsideView(feature_maps, contributions, logits - contributions.sum((2, 3)))
+    slopes, bias = path_slopes(head, maps.flatten(1))
+    slopes = slopes.reshape(*slopes.shape[:-1], *maps.shape[1:])
+    each = "kchw" if slopes.dim() == 4 else "nkchw"  # a linear head's slopes are shared
+    contributions = torch.einsum(f"{each},nchw->nkhw", slopes, maps)
+    return InsideView(feature_maps, contributions, bias)
 
 
-def head_slopes(
+def path_slopes(
     head: nn.Sequential, inputs: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the head's slopes at each input (N, outputs, inputs) and its outputs.
+    """Return the head's mean slopes from zero to each input, and its output at zero.
 
-    The slopes are the linear map the head is while each ReLU keeps the on/off pattern
-    of this input; BatchNorm1d and Dropout act as in eval mode. A head without ReLUs
-    has the same slopes everywhere, returned once (outputs, inputs).
+    The slopes (N, outputs, inputs) are averaged over the straight path from all-zero
+    inputs to each input, so that slopes times inputs sum to the head's output there
+    minus its output at zero (outputs,). A head without a ReLU has the same slopes
+    everywhere, returned once (outputs, inputs). BatchNorm1d and Dropout act as in
+    eval mode; conv_blocks_and_head lets through at most one ReLU.
     """
-    switched_on = []
-    outputs = inputs
-    for layer in head:
-        if isinstance(layer, nn.ReLU):
-            switched_on.append(outputs > 0)
-        outputs = layer(outputs)
-    # Chained from the logits back, so that each product is (N, outputs, width),
-    # never (N, width, inputs).
-    slopes = cast(nn.Linear, head[-1]).weight
-    for layer in reversed(list(head)[:-1]):
+    relu = next(
+        (index for index, layer in enumerate(head) if isinstance(layer, nn.ReLU)), None
+    )
+    zero = inputs.new_zeros(1, inputs.shape[1])
+    if relu is None:
+        return affine_slopes(head, inputs), head(zero)[0]
+    before, after = head[:relu], head[relu + 1 :]
+    start, end = before(zero), before(inputs)
+    # Before the ReLU the head is affine, so each unit's input moves in a straight
+    # line, start + t * rise for t from 0 to 1, and is above zero on a share of it.
+    rise = end - start
+    crossing = -start / torch.where(rise == 0, torch.ones_like(rise), rise)
+    share_on = torch.where(
+        rise > 0,
+        (1 - crossing).clamp(0, 1),
+        torch.where(rise < 0, crossing.clamp(0, 1), (start > 0).to(rise.dtype)),
+    )
+    slopes = affine_slopes(after, rise) * share_on[:, None, :]
+    return slopes @ affine_slopes(before, inputs), after(torch.relu(start))[0]
+
+
+def affine_slopes(layers: nn.Sequential, inputs: torch.Tensor) -> torch.Tensor:
+    """Return the matrix (outputs, width) of Linear, BatchNorm1d and Dropout layers.
+
+    ``inputs`` (N, width) says the width, device and dtype the layers read.
+    """
+    slopes: torch.Tensor | None = None
+    for layer in layers:
         if isinstance(layer, nn.Linear):
-            slopes = slopes @ layer.weight
+            slopes = layer.weight if slopes is None else layer.weight @ slopes
         elif isinstance(layer, nn.BatchNorm1d):
             # conv_blocks_and_head only lets through BatchNorm with running statistics.
             scale = torch.rsqrt(cast(torch.Tensor, layer.running_var) + layer.eps)
-            slopes = slopes * (scale if layer.weight is None else scale * layer.weight)
-        elif isinstance(layer, nn.ReLU):
-            slopes = slopes * switched_on.pop()[:, None, :]
-    return slopes, outputs
+            if layer.weight is not None:
+                scale = scale * layer.weight
+            slopes = torch.diag(scale) if slopes is None else scale[:, None] * slopes
+    if slopes is None:
+        return torch.eye(inputs.shape[1], device=inputs.device, dtype=inputs.dtype)
+    return slopes
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

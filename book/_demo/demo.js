@@ -465,10 +465,11 @@
         element("p", { class: "mnist-demo-caption" }, [
           `The head turns block ${last.match(BLOCK_OUTPUT)[1]}'s ${output[last].dims[1]} maps into ten ` +
           `scores (logits), one per digit, and the probabilities come from those. A digit's score is a sum over ` +
-          `the ${head[2]} × ${head[3]} positions, plus a bias: each cell is one position's share, red for the ` +
-          "digit and blue against, with the ink drawn over it. They add up to the score exactly; with a hidden " +
-          "layer in the head, as in the book's model, the shares and the bias are this picture's own. Click a " +
-          "bar, or choose a digit, to see its evidence. ",
+          `the ${head[2]} × ${head[3]} positions, plus a bias, the score of maps with no feature anywhere and ` +
+          "the same for every picture. Each cell is one position's share, red for the digit and blue against, " +
+          "with the ink drawn over it, and the cells and the bias add up to the score exactly. With a hidden " +
+          "layer in the head, as in the book's model, a cell's share is how much that position moves the score " +
+          "on the way from no features to this picture's. Click a bar, or choose a digit, to see its evidence. ",
           link(HEAD_SECTION, "The head, in chapter 2"), "."])]);
       this.blocks = Object.keys(output).filter((name) => BLOCK_OUTPUT.test(name)).map((name) => {
         const [, channels, height, width] = output[name].dims;
