@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torchvision import datasets
+from torchvision.transforms.v2.functional import gaussian_blur
 
 from .errors import MnistTutorialError
 from .files import replaced_atomically, unwritable_folder
@@ -381,6 +382,26 @@ def affine_transform(
 
     Each row of ``draws`` holds four numbers in [0, 1): angle, scale, shift x, shift y.
     """
+    grid = affine_grid(draws, images, degrees=degrees, translate=translate, scale=scale)
+    return resample(images, grid)
+
+
+def affine_grid(
+    draws: torch.Tensor | None,
+    images: torch.Tensor,
+    *,
+    degrees: float = 10.0,
+    translate: float = 0.1,
+    scale: tuple[float, float] = (0.9, 1.1),
+) -> torch.Tensor:
+    """Return where to read each pixel of ``images`` (N, H, W, 2) for ``draws`` (N, 4).
+
+    Without draws, the grid reads every pixel where it is.
+    """
+    if draws is None:
+        identity = torch.eye(2, 3, device=images.device, dtype=images.dtype)
+        theta = identity.expand(images.shape[0], 2, 3)
+        return F.affine_grid(theta, list(images.shape), align_corners=False)
     angle = (draws[:, 0] * 2 - 1) * math.radians(degrees)
     factor = scale[0] + draws[:, 1] * (scale[1] - scale[0])
     shift = (draws[:, 2:] * 2 - 1) * translate * 2  # grid coordinates span 2 units
@@ -392,7 +413,29 @@ def affine_transform(
         ],
         1,
     ).to(images.device, images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.affine_grid(theta, list(images.shape), align_corners=False)
+
+
+def elastic_displacement(
+    draws: torch.Tensor, *, alpha: float, sigma: float = 4.0
+) -> torch.Tensor:
+    """Return a smooth random displacement field (N, H, W, 2) in grid units (chapter 3).
+
+    ``draws`` (N, 2, H, W) holds uniform numbers in [0, 1). As in Simard et al.
+    (2003), each is turned into a shift in [-1, 1] pixels, smoothed by a Gaussian of
+    ``sigma`` pixels and scaled by ``alpha`` pixels.
+    """
+    size = draws.shape[-1]
+    kernel = 2 * math.ceil(3 * sigma) + 1
+    smooth: torch.Tensor = gaussian_blur(
+        draws * 2 - 1, [kernel, kernel], [sigma, sigma]
+    )
+    # Grid coordinates span 2 units over ``size`` pixels.
+    return (smooth * alpha * 2 / size).permute(0, 2, 3, 1)
+
+
+def resample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Return the batch (N, C, H, W) read at ``grid`` (N, H, W, 2), black outside."""
     # Background is the normalised value of a black pixel, i.e. the batch minimum.
     background = images.amin()
     return (
@@ -406,7 +449,8 @@ def affine_transform(
 class DeviceLoader:
     """Batches of a split kept whole on one device, normalised there (chapter 3).
 
-    With ``augment``, each image is also randomly rotated, shifted and scaled there.
+    With ``augment``, each image is also randomly rotated, shifted and scaled there;
+    with ``elastic``, it is also distorted elastically with that strength in pixels.
     With ``coarse_share``, that share of each batch, drawn at random, is read from
     the split's coarse scans instead. With ``shard=(rank, processes)``, the loader
     is one process's part of a data-parallel run: every process draws the same
@@ -424,6 +468,7 @@ class DeviceLoader:
         device: torch.device | str = "cpu",
         shuffle: bool = False,
         augment: bool = False,
+        elastic: float = 0.0,
         coarse_share: float = 0.0,
         drop_last: bool = False,
         seed: int = 0,
@@ -435,6 +480,8 @@ class DeviceLoader:
             raise ValueError(
                 f"shard must be (rank, processes), 0 <= rank < processes, got {shard}"
             )
+        if elastic < 0:
+            raise ValueError(f"elastic must be 0 or more pixels, got {elastic}")
         if not 0 <= coarse_share <= 1:
             raise ValueError(f"coarse_share must be in [0, 1], got {coarse_share}")
         if coarse_share > 0 and split.coarse is None:
@@ -455,6 +502,7 @@ class DeviceLoader:
         self.mean, self.std = normalization
         self.shuffle = shuffle
         self.augment = augment
+        self.elastic = elastic
         self.drop_last = drop_last
         self.generator = torch.Generator().manual_seed(seed)
         self.rank, self.processes = shard
@@ -486,6 +534,13 @@ class DeviceLoader:
                 if self.coarse is not None
                 else None
             )
+            shifts = (
+                torch.rand(
+                    len(dealt), 2, *self.images.shape[1:], generator=self.generator
+                )
+                if self.elastic
+                else None
+            )
             if len(index) == 0:  # the last, short batch of an unshuffled split
                 continue
             pixels = self.images[index]
@@ -493,6 +548,20 @@ class DeviceLoader:
                 mine = scanned[self.rank :: self.processes].to(self.device)
                 pixels = torch.where(mine[:, None, None], self.coarse[index], pixels)
             images = normalize(pixels, self.mean, self.std)
-            if draws is not None:
-                images = affine_transform(images, draws[self.rank :: self.processes])
+            if draws is not None or shifts is not None:
+                images = self._distort(images, draws, shifts)
             yield images, self.labels[index]
+
+    def _distort(
+        self,
+        images: torch.Tensor,
+        draws: torch.Tensor | None,
+        shifts: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Return this process's images moved by its share of the batch's draws."""
+        mine = slice(self.rank, None, self.processes)
+        grid = affine_grid(draws[mine] if draws is not None else None, images)
+        if shifts is not None:
+            field = elastic_displacement(shifts[mine], alpha=self.elastic)
+            grid = grid + field.to(grid.device, grid.dtype)
+        return resample(images, grid)

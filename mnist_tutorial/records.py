@@ -40,6 +40,11 @@ class TrainConfig:
     augment: bool = _option(
         True, "random small rotation, shift and scale of training images"
     )
+    elastic: float = _option(
+        0.0,
+        "strength in pixels (alpha) of elastic distortions of training images, as in "
+        "Simard et al. 2003, smoothed over 4 pixels (0: none)",
+    )
     coarse_scans: float = _option(
         0.0,
         "share of each training batch read from coarse scans of its digits, as "
@@ -106,6 +111,10 @@ class TrainConfig:
             (
                 0 <= self.label_smoothing < 1,
                 f"label_smoothing must be in [0, 1), got {self.label_smoothing}",
+            ),
+            (
+                self.elastic >= 0 and math.isfinite(self.elastic),
+                f"elastic must be 0 or more pixels, got {self.elastic}",
             ),
             (
                 0 <= self.coarse_scans <= 1,

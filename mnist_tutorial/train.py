@@ -382,6 +382,7 @@ def make_loaders(
         device=device,
         shuffle=True,
         augment=config.augment,
+        elastic=config.elastic,
         coarse_share=config.coarse_scans,
         drop_last=True,
         seed=config.seed,

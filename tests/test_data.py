@@ -30,13 +30,16 @@ from mnist_tutorial.data import (
     DeviceLoader,
     MnistData,
     Split,
+    affine_grid,
     default_data_root,
     denormalize,
     download_mnist,
+    elastic_displacement,
     load_mnist,
     normalize,
     random_affine,
     raw_folder,
+    resample,
     sha256_of,
 )
 
@@ -530,6 +533,47 @@ def test_random_affine_without_change_is_the_identity(
         images, torch.Generator(), degrees=0, translate=0, scale=(1, 1)
     )
     assert torch.allclose(same, images, atol=1e-5)
+
+
+def test_elastic_displacement_is_smooth_and_grows_with_its_strength() -> None:
+    draws = torch.rand(16, 2, 28, 28, generator=torch.Generator().manual_seed(0))
+    weak, strong = (elastic_displacement(draws, alpha=alpha) for alpha in (8, 34))
+    assert weak.shape == (16, 28, 28, 2)
+    torch.testing.assert_close(strong, weak * 34 / 8)
+    assert not elastic_displacement(draws, alpha=0).any()
+    # Smoothed, neighbouring pixels move nearly alike, unlike the noise drawn.
+    step = (strong[:, 1:] - strong[:, :-1]).abs().mean()
+    noise_step = (draws[:, :, 1:] - draws[:, :, :-1]).abs().mean()
+    assert step / strong.abs().mean() < 0.2 < noise_step / (draws - 0.5).abs().mean()
+
+
+def test_loader_distorts_elastically_keeping_the_background(
+    synthetic_mnist: MnistData,
+) -> None:
+    def first_batch(elastic: float) -> torch.Tensor:
+        loader = DeviceLoader(
+            synthetic_mnist.train,
+            batch_size=64,
+            normalization=synthetic_mnist.normalization,
+            elastic=elastic,
+            seed=3,
+        )
+        return next(iter(loader))[0]
+
+    plain, distorted = first_batch(0.0), first_batch(34.0)
+    assert not torch.allclose(plain, distorted)
+    torch.testing.assert_close(distorted, first_batch(34.0))
+    corner = distorted[:, :, :2, :2]
+    torch.testing.assert_close(corner, torch.full_like(corner, plain.min().item()))
+    with pytest.raises(ValueError, match="elastic must be 0 or more pixels, got -1"):
+        DeviceLoader(small_split(10), batch_size=4, normalization=(0, 1), elastic=-1)
+
+
+def test_affine_grid_without_draws_reads_every_pixel_in_place(
+    synthetic_mnist: MnistData,
+) -> None:
+    images = normalize(synthetic_mnist.train.images[:8], *synthetic_mnist.normalization)
+    torch.testing.assert_close(resample(images, affine_grid(None, images)), images)
 
 
 # --- a damaged .gz among the local files is a bad source: the next one is tried -------

@@ -45,10 +45,17 @@ def loader(split: Split, shard: tuple[int, int], batch_size: int, **options):
 
 
 @pytest.mark.parametrize("processes", [2, 3])
+@pytest.mark.parametrize("elastic", [0.0, 34.0])
 def test_shards_deal_out_the_one_process_batches(
-    synthetic_mnist: MnistData, processes: int
+    synthetic_mnist: MnistData, processes: int, elastic: float
 ) -> None:
-    options = {"shuffle": True, "augment": True, "drop_last": True, "seed": 7}
+    options = {
+        "shuffle": True,
+        "augment": True,
+        "elastic": elastic,
+        "drop_last": True,
+        "seed": 7,
+    }
     whole = loader(synthetic_mnist.train, (0, 1), 10 * processes, **options)
     shards = [
         loader(synthetic_mnist.train, (rank, processes), 10, **options)

@@ -107,6 +107,7 @@ def assert_same_tensors(first: object, second: object, where: str = "") -> None:
         ({"patience": 0}, "patience must be at least 1"),
         ({"target_accuracy": 99.0}, r"target_accuracy is a fraction in \(0, 1\]"),
         ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
+        ({"elastic": -1.0}, "elastic must be 0 or more pixels, got -1.0"),
         ({"coarse_scans": 1.5}, r"coarse_scans is a share in \[0, 1\], got 1.5"),
         (
             {"rule_coarse_scans": -0.1},
