@@ -8,8 +8,9 @@
 instead of its 15), ``--workers`` at a time on the machine's accelerator (else the
 CPU), and writes each member's validation and test probabilities to
 OUT/member_SEED.pt as soon as it is done. ``choose`` reads one or more such folders,
-averages the first k members of each, for every mix of k's, and chooses the mix with
-the lowest validation log loss; it prints the ten best mixes by that loss, then the
+calibrates each member by a temperature fitted on validation, averages the first k
+members of each, for every mix of k's, and chooses the mix with the lowest validation
+log loss; it prints the ten best mixes by that loss, then the
 chosen one's test accuracy and cost, and exits with 1 below 99.78%.
 """
 
@@ -29,11 +30,12 @@ import torch.multiprocessing as mp
 
 from mnist_tutorial import build_model, load_mnist, summarize
 from mnist_tutorial.evaluate import (
-    Predictions,
     accuracy,
     average_predictions,
+    fit_temperature,
     log_loss,
     predict_split,
+    predictions_from_logits,
 )
 from mnist_tutorial.records import recipe
 from mnist_tutorial.train import fit
@@ -79,10 +81,20 @@ def train_members(
         )
 
 
-def predictions(probabilities: torch.Tensor, labels: torch.Tensor) -> Predictions:
-    """Return Predictions of stored probabilities."""
-    values = probabilities.double().numpy()
-    return Predictions(values, values.argmax(1), labels.numpy())
+def calibrated(
+    member: dict[str, Any], labels: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    """Return a member's Predictions per split at a temperature fitted on validation.
+
+    The stored probabilities' logarithms are the logits up to a constant per image,
+    which the softmax ignores.
+    """
+    logits = {split: member[split].double().log() for split in labels}
+    temperature = fit_temperature(logits["validation"], labels["validation"])
+    return {
+        split: predictions_from_logits(logits[split], labels[split], temperature)
+        for split in labels
+    }
 
 
 def load_members(out: Path) -> list[dict[str, Any]]:
@@ -109,13 +121,7 @@ def choose(folders: list[Path]) -> int:
         return 2
     data = load_mnist()
     labels = {"validation": data.validation.labels, "test": data.test.labels}
-    stored = [
-        [
-            {split: predictions(m[split], labels[split]) for split in labels}
-            for m in group
-        ]
-        for group in groups
-    ]
+    stored = [[calibrated(member, labels) for member in group] for group in groups]
     for group, members in zip(groups, stored, strict=True):
         single = [accuracy(member["test"]) for member in members]
         print(

@@ -173,10 +173,11 @@ def predict_with_tta(
     *,
     shifts: tuple[tuple[int, int], ...] = TTA_SHIFTS,
     device: torch.device | str | None = None,
+    temperature: float = 1.0,
 ) -> Predictions:
     """Return predictions averaged over shifted copies of each image (chapter 6).
 
-    This is test-time augmentation.
+    This is test-time augmentation; each copy's logits are divided by ``temperature``.
     """
     return average_predictions(
         [
@@ -185,6 +186,7 @@ def predict_with_tta(
                 Split(shift_images(split.images, dx, dy), split.labels),
                 normalization,
                 device=device,
+                temperature=temperature,
             )
             for dx, dy in shifts
         ]
@@ -228,7 +230,9 @@ def choose_ensemble(
 ) -> str:
     """Return the candidate with the lowest log loss on validation (chapter 6).
 
-    Each candidate is scored on its members' averaged validation predictions.
+    Each candidate is scored on its members' averaged validation predictions, which
+    should be calibrated (each model's temperature applied): label smoothing leaves
+    the raw probabilities modest, and averaging modest members scores worse than it is.
     """
     return min(
         candidates,

@@ -186,6 +186,21 @@ def test_average_predictions_averages_probabilities(sample: Predictions) -> None
         average_predictions([sample, make_predictions([1] * 6, [1] * 6, [0.9] * 6)])
 
 
+def test_tta_divides_each_copys_logits_by_the_temperature() -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp")
+    split = Split(
+        torch.randint(0, 256, (12, 28, 28), dtype=torch.uint8), torch.arange(12) % 10
+    )
+    sharper = predict_with_tta(
+        model, split, (0.13, 0.31), shifts=((0, 0),), temperature=0.5
+    )
+    expected = predict_split(model, split, (0.13, 0.31), temperature=0.5)
+    assert np.allclose(sharper.probabilities, expected.probabilities)
+    plain = predict_with_tta(model, split, (0.13, 0.31), shifts=((0, 0),))
+    assert not np.allclose(sharper.probabilities, plain.probabilities)
+
+
 def test_tta_averages_the_shifted_copies() -> None:
     torch.manual_seed(0)
     model = build_model("mlp")
