@@ -534,7 +534,7 @@ class DeviceLoader:
                 if self.coarse is not None
                 else None
             )
-            shifts = (
+            warps = (
                 torch.rand(
                     len(dealt), 2, *self.images.shape[1:], generator=self.generator
                 )
@@ -548,20 +548,20 @@ class DeviceLoader:
                 mine = scanned[self.rank :: self.processes].to(self.device)
                 pixels = torch.where(mine[:, None, None], self.coarse[index], pixels)
             images = normalize(pixels, self.mean, self.std)
-            if draws is not None or shifts is not None:
-                images = self._distort(images, draws, shifts)
+            if draws is not None or warps is not None:
+                images = self._distort(images, draws, warps)
             yield images, self.labels[index]
 
     def _distort(
         self,
         images: torch.Tensor,
         draws: torch.Tensor | None,
-        shifts: torch.Tensor | None,
+        warps: torch.Tensor | None,
     ) -> torch.Tensor:
         """Return this process's images moved by its share of the batch's draws."""
         mine = slice(self.rank, None, self.processes)
         grid = affine_grid(draws[mine] if draws is not None else None, images)
-        if shifts is not None:
-            field = elastic_displacement(shifts[mine], alpha=self.elastic)
+        if warps is not None:
+            field = elastic_displacement(warps[mine], alpha=self.elastic)
             grid = grid + field.to(grid.device, grid.dtype)
         return resample(images, grid)
