@@ -7,8 +7,7 @@ architecture, or all of them), the validation log loss and accuracy, and the tes
 accuracy and errors, plain and with TTA (the picture and four one-pixel shifts), each
 model's probabilities calibrated by its temperature. The ensemble is chosen on the
 validation split (lowest log loss) before its test score is read, as chapter 6 does.
-Exits with 1 when the chosen ensemble's test accuracy is below
-the 99.7% target.
+Exits with 1 when the chosen ensemble's test accuracy is below the 99.7% target.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ CPU), and writes each member's validation and test probabilities to
 OUT/member_SEED.pt as soon as it is done. ``choose`` reads one or more such folders,
 calibrates each member by a temperature fitted on validation, averages the first k
 members of each, for every mix of k's, and chooses the mix with the lowest validation
-log loss; it prints the ten best mixes by that loss, then the
-chosen one's test accuracy and cost, and exits with 1 below 99.78%.
+log loss; it prints the ten best mixes by that loss, then the chosen one's test
+accuracy and cost, and exits with 1 below 99.78%.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch.multiprocessing as mp
 
 from mnist_tutorial import build_model, load_mnist, summarize
 from mnist_tutorial.evaluate import (
+    Predictions,
     accuracy,
     average_predictions,
     fit_temperature,
@@ -83,7 +84,7 @@ def train_members(
 
 def calibrated(
     member: dict[str, Any], labels: dict[str, torch.Tensor]
-) -> dict[str, Any]:
+) -> dict[str, Predictions]:
     """Return a member's Predictions per split at a temperature fitted on validation.
 
     The stored probabilities' logarithms are the logits up to a constant per image,

@@ -723,12 +723,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
     # The model reads pictures normalised as it was trained, whatever this data says.
     data = replace(data, mean=mean, std=std)
     config = checkpoint.config
-    if config is not None and args.rule_coarse_scans is not None:
-        # Saved in the config, so that calibrating again fits the same rule.
-        config = replace(config, rule_coarse_scans=args.rule_coarse_scans)
-    rule_scans, seed = (config.rule_scans, config.seed) if config else (0.0, 0)
-    if config is None and args.rule_coarse_scans is not None:
+    rule_scans = config.rule_scans if config else 0.0
+    if args.rule_coarse_scans is not None:
         rule_scans = args.rule_coarse_scans
+        if config is not None:
+            # Saved in the config, so that calibrating again fits the same rule.
+            config = replace(config, rule_coarse_scans=rule_scans)
+    seed = config.seed if config else 0
     if rule_scans > 0:
         # The rule counts the share of scans its config says (by default, the share
         # training read), drawn with its seed: the same rule again.
